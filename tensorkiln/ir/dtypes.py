@@ -107,7 +107,7 @@ class DType(enum.Enum):
             try:
                 if dt.to_torch() == tdt:
                     return dt
-            except Exception:  # noqa: BLE001 - types torch lacks
+            except Exception:
                 continue
         from tensorkiln.errors import UserError
 

@@ -16,20 +16,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 from tensorkiln.ir.dtypes import DType
 
-Dim = Union[int, str, None]
+Dim = int | str | None
 Shape = tuple[Dim, ...]
 
 
 class Value:
     """One tensor in a graph."""
 
-    __slots__ = ("name", "dtype", "shape", "producer", "uses", "const")
+    __slots__ = ("const", "dtype", "name", "producer", "shape", "uses")
 
     def __init__(
         self,

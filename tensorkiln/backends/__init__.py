@@ -1,0 +1,1 @@
+"""Backends: one folder per device, each with a registry of kernel factories."""

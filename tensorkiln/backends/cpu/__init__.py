@@ -1,0 +1,1 @@
+"""CPU backend: ATen kernels for every supported ONNX op."""

@@ -1,0 +1,7 @@
+"""CPU kernels: pool operators."""
+
+from __future__ import annotations
+
+from tensorkiln.backends.cpu.base import Factory
+
+KERNELS: dict[str, Factory] = {}

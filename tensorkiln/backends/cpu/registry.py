@@ -1,0 +1,55 @@
+"""The CPU backend's op registry: (domain, op_type) → kernel factory.
+
+Each op family lives in its own module with an explicit ``KERNELS`` dict; this file
+lists the families, one line each.
+"""
+
+from __future__ import annotations
+
+from tensorkiln.backends.cpu import (
+    ops_activation,
+    ops_control,
+    ops_elementwise,
+    ops_image,
+    ops_index,
+    ops_misc,
+    ops_nn,
+    ops_norm,
+    ops_pool,
+    ops_quant,
+    ops_reduce,
+    ops_rnn,
+    ops_tensor,
+)
+from tensorkiln.backends.cpu.base import Factory
+
+FAMILIES: list[tuple[str, dict[str, Factory]]] = [
+    ("", ops_elementwise.KERNELS),
+    ("", ops_activation.KERNELS),
+    ("", ops_reduce.KERNELS),
+    ("", ops_tensor.KERNELS),
+    ("", ops_index.KERNELS),
+    ("", ops_image.KERNELS),
+    ("", ops_nn.KERNELS),
+    ("", ops_pool.KERNELS),
+    ("", ops_norm.KERNELS),
+    ("", ops_rnn.KERNELS),
+    ("", ops_control.KERNELS),
+    ("", ops_quant.KERNELS),
+    ("", ops_misc.KERNELS),
+]
+
+
+def build_registry() -> dict[tuple[str, str], Factory]:
+    reg: dict[tuple[str, str], Factory] = {}
+    for domain, table in FAMILIES:
+        for op, factory in table.items():
+            dom, _, name = op.rpartition("::")
+            key = (dom or domain, name)
+            if key in reg:
+                raise RuntimeError(f"op {op} registered twice")
+            reg[key] = factory
+    return reg
+
+
+REGISTRY = build_registry()
