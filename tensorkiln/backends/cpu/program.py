@@ -73,11 +73,17 @@ class Program:
 
 def lower(graph: Graph, registry: dict[tuple[str, str], object]) -> Program:
     """Compile ``graph`` into a Program. Unsupported ops are reported all at once."""
+    missing = find_unsupported(graph, registry)
+    if missing:
+        raise UnsupportedOpError(
+            f"the model uses {len(missing)} operator(s) the CPU backend does not support:\n  "
+            + "\n  ".join(missing)
+        )
     errors: list[str] = []
     prog = _lower(graph, registry, errors)
     if errors:
         raise UnsupportedOpError(
-            f"the model uses {len(errors)} node(s) the CPU backend cannot run:\n  "
+            f"{len(errors)} node(s) use attributes or types the CPU backend cannot run:\n  "
             + "\n  ".join(errors)
         )
     assert prog is not None
@@ -92,7 +98,9 @@ def find_unsupported(graph: Graph, registry: dict[tuple[str, str], object]) -> l
     out = []
     for (dom, op, opset), names in sorted(missing.items()):
         qual = f"{dom}::{op}" if dom else op
-        shown = ", ".join(repr(x) for x in names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        shown = ", ".join(repr(x) for x in names[:6])
+        if len(names) > 6:
+            shown += f" and {len(names) - 6} more"
         out.append(f"{qual} (opset {opset}): nodes {shown}")
     return out
 
