@@ -66,8 +66,10 @@ def _load_external(proto: onnx.ModelProto, base: Path) -> None:
             if not target.is_file():
                 missing.setdefault(loc, []).append(t.name)
     if missing:
-        parts = [f"{loc!r} (needed by {', '.join(names[:5])}{' …' if len(names) > 5 else ''})"
-                 for loc, names in missing.items()]
+        parts = []
+        for loc, names in missing.items():
+            more = " …" if len(names) > 5 else ""
+            parts.append(f"{loc!r} (needed by {', '.join(repr(n) for n in names[:5])}{more})")
         raise ModelError(
             f"external data file(s) missing next to the model in {str(base)!r}: "
             + "; ".join(parts)
