@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from tensorkiln.backends.cpu import (
     ops_activation,
+    ops_cast,
     ops_control,
     ops_elementwise,
     ops_image,
     ops_index,
+    ops_linalg,
     ops_misc,
     ops_nn,
     ops_norm,
@@ -25,6 +27,8 @@ from tensorkiln.backends.cpu.base import Factory
 
 FAMILIES: list[tuple[str, dict[str, Factory]]] = [
     ("", ops_elementwise.KERNELS),
+    ("", ops_cast.KERNELS),
+    ("", ops_linalg.KERNELS),
     ("", ops_activation.KERNELS),
     ("", ops_reduce.KERNELS),
     ("", ops_tensor.KERNELS),
