@@ -11,8 +11,10 @@ from tensorkiln.backends.cpu import (
     ops_cast,
     ops_control,
     ops_elementwise,
+    ops_fused,
     ops_image,
     ops_index,
+    ops_layout,
     ops_linalg,
     ops_misc,
     ops_nn,
@@ -34,6 +36,7 @@ FAMILIES: list[tuple[str, dict[str, Factory]]] = [
     ("", ops_tensor.KERNELS),
     ("", ops_index.KERNELS),
     ("", ops_image.KERNELS),
+    ("", ops_layout.KERNELS),
     ("", ops_nn.KERNELS),
     ("", ops_pool.KERNELS),
     ("", ops_norm.KERNELS),
@@ -41,6 +44,7 @@ FAMILIES: list[tuple[str, dict[str, Factory]]] = [
     ("", ops_control.KERNELS),
     ("", ops_quant.KERNELS),
     ("", ops_misc.KERNELS),
+    ("", ops_fused.KERNELS),
 ]
 
 
