@@ -11,13 +11,13 @@ from tensorkiln.engine.engine import BuildConfig, Engine
 from tensorkiln.engine.target import fingerprint
 from tensorkiln.errors import OptionError
 from tensorkiln.frontends.onnx_import import import_onnx
-from tensorkiln.passes import run_pipeline
+from tensorkiln.passes import FUSIONS, PipelineResult, run_pipeline
 
 
 def build(model: str | os.PathLike[str] | onnx.ModelProto | bytes, **options: Any) -> Engine:
     """Build an engine for this machine's CPU from an ONNX model (path, bytes or ModelProto).
 
-    Options: see ``BuildConfig`` (``optimize``, ``threads``, ``passes_disabled``).
+    Options: see ``BuildConfig`` (``optimize``, ``fusion``, ``threads``, ``passes_disabled``).
     """
     if not isinstance(model, (str, os.PathLike, onnx.ModelProto, bytes, bytearray)):
         raise OptionError(
@@ -26,7 +26,11 @@ def build(model: str | os.PathLike[str] | onnx.ModelProto | bytes, **options: An
         )
     cfg = BuildConfig.from_options(options)
     graph = import_onnx(model)
+    result = PipelineResult()
     if cfg.optimize:
-        run_pipeline(graph, disabled=set(cfg.passes_disabled))
+        disabled = set(cfg.passes_disabled) | (set() if cfg.fusion else FUSIONS)
+        result = run_pipeline(graph, disabled=disabled)
     source = {"model": str(model) if isinstance(model, (str, os.PathLike)) else "<in-memory>"}
-    return Engine(graph, cfg, fingerprint(), source)
+    engine = Engine(graph, cfg, fingerprint(), source)
+    engine.build_reports = result.reports
+    return engine

@@ -21,6 +21,7 @@ class BuildConfig:
     """Every build option, declared once with its default."""
 
     optimize: bool = True  # run the graph passes (switch off to bisect)
+    fusion: bool = True  # layer fusions (BatchNorm folding, Conv+Add+activation, …)
     threads: int | None = None  # intra-op threads; None = torch's default (all cores)
     passes_disabled: list[str] = field(default_factory=list)
 
@@ -48,6 +49,7 @@ class Engine:
         self.config = config
         self.target = target
         self.source = source or {}
+        self.build_reports: dict[str, Any] = {}  # pass name → RuleReport (fresh builds only)
         self.inputs: list[TensorSpec] = [TensorSpec.of(v) for v in graph.inputs]
         self.outputs: list[TensorSpec] = [TensorSpec.of(v) for v in graph.outputs]
         self._program: Program = lower(graph, REGISTRY)

@@ -1,5 +1,5 @@
 """Graph passes. The pipeline order lives in ``pipeline.py``."""
 
-from tensorkiln.passes.pipeline import PIPELINE, run_pipeline
+from tensorkiln.passes.pipeline import FUSIONS, PIPELINE, PipelineResult, run_pipeline
 
-__all__ = ["PIPELINE", "run_pipeline"]
+__all__ = ["FUSIONS", "PIPELINE", "PipelineResult", "run_pipeline"]

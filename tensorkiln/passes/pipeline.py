@@ -1,30 +1,63 @@
-"""The pass pipeline: one ordered list. Each pass is ``run(graph) -> changed``."""
+"""The pass pipeline: one ordered list. Each pass is ``run(graph, report) -> changed``."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from tensorkiln.ir import Graph, verify
-from tensorkiln.passes import dce
+from tensorkiln.passes import cleanup, dce, fold_bn, fuse_conv
+from tensorkiln.passes.rewrite import RuleReport
 
-Pass = Callable[[Graph], bool]
+Pass = Callable[[Graph, RuleReport], bool]
 
+
+def _plain(fn: Callable[[Graph], bool]) -> Pass:
+    def run(graph: Graph, report: RuleReport) -> bool:
+        changed = fn(graph)
+        report.fired += int(changed)
+        return changed
+
+    return run
+
+
+# name → pass; the order of this list is the pipeline order
 PIPELINE: list[tuple[str, Pass]] = [
-    ("dead-code", dce.run),
+    ("eliminate-identity", _plain(cleanup.eliminate_identities)),
+    ("fold-constants", _plain(cleanup.fold_constants)),
+    ("dead-code", _plain(dce.run)),
+    ("fold-batchnorm", fold_bn.run),
+    ("fuse-conv", fuse_conv.run),
+    ("dead-code-final", _plain(dce.run)),
 ]
+# passes that fuse layers (turned off together by fusion=False)
+FUSIONS = {"fold-batchnorm", "fuse-conv"}
 
 
-def run_pipeline(graph: Graph, disabled: set[str] | None = None, debug: bool = False) -> dict[str, float]:
-    """Run every enabled pass in order; returns seconds spent per pass."""
-    timings: dict[str, float] = {}
+@dataclass
+class PipelineResult:
+    timings: dict[str, float] = field(default_factory=dict)
+    reports: dict[str, RuleReport] = field(default_factory=dict)
+
+
+def run_pipeline(graph: Graph, disabled: set[str] | None = None, debug: bool = False) -> PipelineResult:
+    """Run every enabled pass in order."""
     disabled = disabled or set()
+    unknown = disabled - {n for n, _ in PIPELINE}
+    if unknown:
+        from tensorkiln.errors import OptionError
+
+        raise OptionError(f"unknown pass(es) {sorted(unknown)}; passes are {[n for n, _ in PIPELINE]}")
+    res = PipelineResult()
     for name, fn in PIPELINE:
         if name in disabled:
             continue
         t0 = time.perf_counter()
-        fn(graph)
-        timings[name] = time.perf_counter() - t0
+        report = RuleReport()
+        fn(graph, report)
+        res.timings[name] = time.perf_counter() - t0
+        res.reports[name] = report
         if debug:
             verify(graph)
-    return timings
+    return res

@@ -23,6 +23,7 @@ from tensorkiln.backends.cpu import (
     ops_quant,
     ops_reduce,
     ops_rnn,
+    ops_select,
     ops_tensor,
 )
 from tensorkiln.backends.cpu.base import Factory
@@ -37,6 +38,7 @@ FAMILIES: list[tuple[str, dict[str, Factory]]] = [
     ("", ops_index.KERNELS),
     ("", ops_image.KERNELS),
     ("", ops_layout.KERNELS),
+    ("", ops_select.KERNELS),
     ("", ops_nn.KERNELS),
     ("", ops_pool.KERNELS),
     ("", ops_norm.KERNELS),

@@ -1,0 +1,122 @@
+"""CPU kernels for tensorkiln's own fused ops (domain ``tensorkiln``), made by the passes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from tensorkiln.backends.cpu.base import BuildContext, Factory, Kernel, const_input, unsupported
+from tensorkiln.ir import Node
+
+# activation name → (python function, oneDNN post-op name, oneDNN scalars, oneDNN algorithm)
+Act = Callable[[torch.Tensor], torch.Tensor]
+
+
+def make_activation(name: str, params: list[float]) -> tuple[Act | None, str | None, list[Any], str | None]:
+    if name == "":
+        return None, None, [], None
+    if name == "Relu":
+        return torch.relu, "relu", [], None
+    if name == "Clip":
+        lo, hi = params
+        return (lambda t: torch.clamp(t, lo, hi)), "hardtanh", [lo, hi], None
+    if name == "LeakyRelu":
+        (a,) = params
+        return (lambda t: F.leaky_relu(t, a)), "leaky_relu", [a], None
+    if name == "Sigmoid":
+        return torch.sigmoid, "sigmoid", [], None
+    if name == "Tanh":
+        return torch.tanh, "tanh", [], None
+    if name == "HardSwish":
+        return F.hardswish, "hardswish", [], None
+    if name == "HardSigmoid":
+        alpha, beta = params
+        return (lambda t: torch.clamp(t * alpha + beta, 0.0, 1.0)), None, [], None
+    if name == "Gelu":
+        return (lambda t: F.gelu(t)), "gelu", [], "none"
+    if name == "GeluTanh":
+        return (lambda t: F.gelu(t, approximate="tanh")), "gelu", [], "tanh"
+    raise ValueError(f"unknown fused activation {name!r}")
+
+
+def _conv_geometry(node: Node, w: torch.Tensor) -> tuple[list[int], list[int], list[int], int, list[int]]:
+    k = list(w.shape[2:])
+    nd = len(k)
+    strides = list(node.attrs.get("strides", [1] * nd))
+    dil = list(node.attrs.get("dilations", [1] * nd))
+    group = int(node.attrs.get("group", 1))
+    pads = list(node.attrs.get("pads", [0] * (2 * nd)))
+    auto = node.attrs.get("auto_pad", "NOTSET")
+    if auto not in ("NOTSET", "VALID", ""):
+        raise unsupported(node, f"FusedConv with auto_pad={auto}")
+    if auto == "VALID":
+        pads = [0] * (2 * nd)
+    return strides, dil, pads, group, k
+
+
+def fused_conv(node: Node, ctx: BuildContext) -> Kernel:
+    w_np = const_input(node, 1)
+    if w_np is None:
+        raise unsupported(node, "FusedConv needs a constant weight")
+    w = torch.from_numpy(w_np.copy())
+    b_np = const_input(node, 2)
+    b = torch.from_numpy(b_np.copy()) if b_np is not None else None
+    strides, dil, pads, group, k = _conv_geometry(node, w)
+    nd = len(k)
+    act, post, scalars, algo = make_activation(node.attrs.get("activation", ""),
+                                              list(node.attrs.get("activation_params", [])))
+    symmetric = pads[:nd] == pads[nd:]
+    pre_pad: list[int] | None = None
+    if not symmetric:
+        # F.pad takes (last dim begin, last dim end, …)
+        pre_pad = []
+        for i in reversed(range(nd)):
+            pre_pad += [pads[i], pads[i + nd]]
+        pads = [0] * (2 * nd)
+    pad = pads[:nd]
+    onednn = nd == 2 and torch.backends.mkldnn.is_available() and (act is None or post is not None)
+    if onednn:
+        wp = torch.ops.mkldnn._reorder_convolution_weight(w, pad, strides, dil, group)
+        cl = torch.channels_last
+        conv_pw = torch.ops.mkldnn._convolution_pointwise
+        conv_bin = torch.ops.mkldnn._convolution_pointwise.binary
+        unary = post or "none"
+
+        def kernel(x: torch.Tensor, _w: Any = None, _b: Any = None, z: torch.Tensor | None = None) -> Any:
+            if x.dtype != torch.float32:
+                return _generic(x, z)
+            if pre_pad is not None:
+                x = F.pad(x, pre_pad)
+            x = x.contiguous(memory_format=cl)
+            if z is None:
+                return conv_pw(x, wp, b, pad, strides, dil, group, unary, scalars, algo)
+            z = z.contiguous(memory_format=cl)
+            if post is None:
+                return conv_bin(x, z, wp, b, pad, strides, dil, group, "add", 1.0, None, [], None)
+            return conv_bin(x, z, wp, b, pad, strides, dil, group, "add", 1.0, post, scalars, algo)
+
+    def _generic(x: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        if pre_pad is not None:
+            x = F.pad(x, pre_pad)
+        y = torch.convolution(x, w.to(x.dtype), None if b is None else b.to(x.dtype), strides, pad, dil,
+                              False, [0] * nd, group)
+        if z is not None:
+            y = y + z
+        return act(y) if act is not None else y
+
+    if onednn:
+        return kernel
+
+    def generic_kernel(x: torch.Tensor, _w: Any = None, _b: Any = None,
+                       z: torch.Tensor | None = None) -> torch.Tensor:
+        return _generic(x, z)
+
+    return generic_kernel
+
+
+KERNELS: dict[str, Factory] = {
+    "tensorkiln::FusedConv": fused_conv,
+}
