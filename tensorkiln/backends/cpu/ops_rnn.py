@@ -387,6 +387,10 @@ def _rnn_factory(node: Node, ctx: BuildContext) -> Kernel:
                 )
                 if dname == "reverse":
                     Yd = torch.flip(Yd, [0]) if idx is None else _gather_time(Yd, idx)
+                if lens is not None and bool((lens == 0).any()):
+                    empty = (lens == 0).unsqueeze(-1)  # like onnxruntime: zero final state
+                    hd = hd.masked_fill(empty, 0)
+                    cd = None if cd is None else cd.masked_fill(empty, 0)
                 ys.append(Yd)
                 hs.append(hd)
                 cs.append(cd)
