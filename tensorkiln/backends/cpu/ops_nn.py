@@ -144,7 +144,16 @@ def shape_cached(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _conv(node: Node, ctx: object) -> Kernel:
-    nsp = n_spatial(node, 1)
+    return conv_call(node, 1)
+
+
+def conv_call(node: Node, weight_index: int) -> Callable[..., torch.Tensor]:
+    """``f(x, w, b=None)``: ONNX Conv geometry (attrs of ``node``) on torch tensors.
+
+    Everything that does not depend on the input's spatial size is resolved here;
+    auto_pad SAME is resolved once per input size.
+    """
+    nsp = n_spatial(node, weight_index)
     group = int(attr(node, "group", 1))
     ks = attr(node, "kernel_shape")
     conv = torch.convolution
