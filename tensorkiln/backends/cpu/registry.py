@@ -20,6 +20,7 @@ from tensorkiln.backends.cpu import (
     ops_nn,
     ops_norm,
     ops_pool,
+    ops_qlinear,
     ops_quant,
     ops_reduce,
     ops_rnn,
@@ -45,6 +46,7 @@ FAMILIES: list[tuple[str, dict[str, Factory]]] = [
     ("", ops_rnn.KERNELS),
     ("", ops_control.KERNELS),
     ("", ops_quant.KERNELS),
+    ("", ops_qlinear.KERNELS),
     ("", ops_misc.KERNELS),
     ("", ops_fused.KERNELS),
 ]
