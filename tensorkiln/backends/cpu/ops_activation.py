@@ -112,6 +112,22 @@ def _hardmax_dim(x: Tensor, dim: int) -> Tensor:
     return torch.zeros_like(x).scatter_(dim, idx, 1)
 
 
+def _softmax_dim(x: Tensor, dim: int) -> Tensor:
+    if x.dtype != torch.float16:
+        return torch.softmax(x, dim)
+    # float16: round each step to float16 as ONNX's reference does (torch's fused kernel
+    # rounds once, which is more exact but differs from the conformance data by ~2 ulp)
+    e = torch.exp(x - x.amax(dim, keepdim=True))
+    return e / e.sum(dim, keepdim=True)
+
+
+def _log_softmax_dim(x: Tensor, dim: int) -> Tensor:
+    if x.dtype != torch.float16:
+        return torch.log_softmax(x, dim)
+    t = x - x.amax(dim, keepdim=True)  # float16: step by step, as for Softmax
+    return t - torch.log(torch.exp(t).sum(dim, keepdim=True))
+
+
 def _along(fn: Callable[[Tensor, int], Tensor]) -> Factory:
     def factory(node: Node, ctx: BuildContext) -> Kernel:
         if node.opset >= 13:
@@ -158,7 +174,7 @@ KERNELS: dict[str, Factory] = {
     "ThresholdedRelu": _thresholded_relu,
     "Shrink": _shrink,
     "Swish": _swish,
-    "Softmax": _along(lambda x, d: torch.softmax(x, d)),
-    "LogSoftmax": _along(lambda x, d: torch.log_softmax(x, d)),
+    "Softmax": _along(_softmax_dim),
+    "LogSoftmax": _along(_log_softmax_dim),
     "Hardmax": _along(_hardmax_dim),
 }
