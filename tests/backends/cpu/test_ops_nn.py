@@ -1,0 +1,161 @@
+"""Conv / ConvTranspose / LRN kernels against onnxruntime on small random tensors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+import tensorkiln
+
+ort = pytest.importorskip("onnxruntime")
+
+Inputs = list[tuple[str, np.ndarray | None]]
+
+
+def single_node(op: str, inputs: Inputs, attrs: dict[str, Any] | None = None, opset: int = 17,
+                n_out: int = 1, consts: tuple[str, ...] = ()) -> onnx.ModelProto:
+    """A one-node model; inputs named in ``consts`` become initializers, None is absent."""
+    node = helper.make_node(op, [n if a is not None else "" for n, a in inputs],
+                            [f"y{i}" for i in range(n_out)], **(attrs or {}))
+    g_in = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+            for n, a in inputs if a is not None and n not in consts]
+    inits = [numpy_helper.from_array(a, n) for n, a in inputs if a is not None and n in consts]
+    g_out = [helper.make_empty_tensor_value_info(f"y{i}") for i in range(n_out)]
+    graph = helper.make_graph([node], op.lower(), g_in, g_out, initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def compare(op: str, inputs: Inputs, attrs: dict[str, Any] | None = None, opset: int = 17,
+            n_out: int = 1, consts: tuple[str, ...] = (), rtol: float = 1e-4,
+            atol: float = 1e-5, oracle: str = "ort") -> list[np.ndarray]:
+    """Run the node with tensorkiln (no graph passes: the kernel itself) and the oracle."""
+    model = single_node(op, inputs, attrs, opset, n_out, consts)
+    feeds = {n: a for n, a in inputs if a is not None and n not in consts}
+    got = tensorkiln.build(model, optimize=False).run(feeds)
+    if oracle == "ort":
+        ref = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"]).run(None, feeds)
+    else:
+        from onnx.reference import ReferenceEvaluator
+
+        ref = ReferenceEvaluator(model).run(None, feeds)
+    outs = []
+    for i, r in enumerate(ref):
+        g = got[f"y{i}"]
+        assert g.dtype == r.dtype, f"output {i}: dtype {g.dtype} != {r.dtype}"
+        assert g.shape == r.shape, f"output {i}: shape {g.shape} != {r.shape}"
+        np.testing.assert_allclose(g, r, rtol=rtol, atol=atol, err_msg=f"output {i}")
+        outs.append(g)
+    return outs
+
+
+def rand(*shape: int, seed: int = 0, dtype: Any = np.float32) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+CONV_CASES = [
+    # (x shape, w shape, attrs)
+    ((1, 4, 9, 9), (6, 4, 3, 3), {}),
+    ((2, 4, 9, 9), (6, 2, 3, 3), {"group": 2, "pads": [1, 1, 1, 1]}),
+    ((1, 6, 8, 8), (6, 1, 3, 3), {"group": 6, "pads": [1, 1, 1, 1], "strides": [2, 2]}),  # depthwise
+    ((1, 3, 10, 9), (4, 3, 3, 2), {"pads": [0, 1, 2, 0]}),  # asymmetric
+    ((1, 3, 11, 11), (4, 3, 3, 3), {"dilations": [2, 3], "pads": [2, 1, 2, 3]}),
+    ((1, 3, 7, 8), (4, 3, 3, 3), {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+    ((1, 3, 7, 8), (4, 3, 4, 4), {"auto_pad": "SAME_LOWER", "strides": [2, 3]}),
+    ((1, 3, 7, 8), (4, 3, 3, 3), {"auto_pad": "VALID", "strides": [2, 1]}),
+    ((2, 3, 20), (5, 3, 4), {"pads": [2, 1], "strides": [3]}),  # 1D
+    ((1, 2, 5, 6, 7), (4, 2, 3, 2, 3), {"pads": [1, 0, 1, 0, 1, 2], "strides": [1, 2, 2]}),  # 3D
+]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("case", range(len(CONV_CASES)))
+def test_conv(case: int, bias: bool) -> None:
+    xs, ws, attrs = CONV_CASES[case]
+    inputs: Inputs = [("x", rand(*xs)), ("w", rand(*ws, seed=1)),
+                      ("b", rand(ws[0], seed=2) if bias else None)]
+    compare("Conv", inputs, attrs, consts=("w", "b"))
+
+
+def test_conv_same_with_dilations() -> None:
+    # onnxruntime refuses auto_pad SAME with dilations; the ONNX reference computes it
+    inputs: Inputs = [("x", rand(1, 3, 7, 8)), ("w", rand(4, 3, 2, 3, seed=1))]
+    for mode in ("SAME_UPPER", "SAME_LOWER"):
+        compare("Conv", inputs, {"auto_pad": mode, "dilations": [2, 2], "strides": [1, 2]},
+                consts=("w",), oracle="onnx")
+
+
+def test_conv_weight_as_input_and_kernel_shape() -> None:
+    inputs: Inputs = [("x", rand(1, 3, 8, 8)), ("w", rand(4, 3, 3, 3, seed=1))]
+    compare("Conv", inputs, {"kernel_shape": [3, 3], "auto_pad": "SAME_LOWER"})
+    compare("Conv", inputs, {"pads": [1, 0, 0, 1]}, opset=11)
+
+
+def test_conv_float16_matches_float32() -> None:
+    x, w, b = rand(1, 4, 8, 8), rand(5, 4, 3, 3, seed=1), rand(5, seed=2)
+    attrs = {"pads": [1, 0, 1, 2], "strides": [2, 1]}
+    ref = compare("Conv", [("x", x), ("w", w), ("b", b)], attrs, consts=("w", "b"))[0]
+    model = single_node("Conv", [("x", x.astype(np.float16)), ("w", w.astype(np.float16)),
+                                 ("b", b.astype(np.float16))], attrs, consts=("w", "b"))
+    got = tensorkiln.build(model, optimize=False).run({"x": x.astype(np.float16)})["y0"]
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got.astype(np.float32), ref, rtol=2e-2, atol=2e-2)
+
+
+def test_conv_does_not_modify_input() -> None:
+    x = rand(1, 3, 6, 6)
+    model = single_node("Conv", [("x", x), ("w", rand(2, 3, 3, 3, seed=1))],
+                        {"pads": [0, 1, 1, 0]}, consts=("w",))
+    keep = x.copy()
+    tensorkiln.build(model, optimize=False).run({"x": x})
+    np.testing.assert_array_equal(x, keep)
+
+
+CONVT_CASES = [
+    ((1, 3, 4, 4), (3, 2, 3, 3), {}),
+    ((1, 3, 4, 5), (3, 2, 3, 3), {"strides": [2, 2], "output_padding": [1, 1]}),
+    ((1, 4, 4, 4), (4, 3, 3, 3), {"group": 2, "strides": [2, 1], "pads": [1, 0, 1, 0]}),
+    ((1, 3, 4, 4), (3, 2, 3, 3), {"strides": [2, 2], "pads": [0, 1, 2, 0]}),  # asymmetric
+    ((1, 3, 4, 4), (3, 2, 2, 3), {"dilations": [2, 2], "strides": [2, 3], "pads": [1, 1, 1, 1]}),
+    ((1, 3, 4, 4), (3, 2, 3, 3), {"strides": [3, 2], "output_shape": [10, 8]}),
+    ((1, 3, 4, 4), (3, 2, 3, 3), {"strides": [2, 2], "output_shape": [8, 7]}),
+    ((1, 3, 4, 4), (3, 2, 3, 3), {"strides": [2, 2], "auto_pad": "SAME_UPPER"}),
+    ((1, 3, 4, 4), (3, 2, 3, 3), {"strides": [2, 2], "auto_pad": "SAME_LOWER"}),
+    ((1, 3, 4, 4), (3, 2, 3, 3), {"strides": [2, 2], "output_padding": [1, 0],
+                                   "pads": [2, 0, 0, 1]}),
+    ((2, 2, 7), (2, 3, 3), {"strides": [2], "pads": [1, 2]}),  # 1D
+    ((1, 2, 3, 3, 3), (2, 2, 2, 2, 2), {"strides": [2, 1, 2]}),  # 3D
+]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("case", range(len(CONVT_CASES)))
+def test_conv_transpose(case: int, bias: bool) -> None:
+    xs, ws, attrs = CONVT_CASES[case]
+    m = ws[1] * attrs.get("group", 1)
+    inputs: Inputs = [("x", rand(*xs)), ("w", rand(*ws, seed=1)), ("b", rand(m, seed=2) if bias else None)]
+    compare("ConvTranspose", inputs, attrs, consts=("w", "b"))
+
+
+@pytest.mark.parametrize("size", [1, 3, 5])
+def test_lrn(size: int) -> None:
+    compare("LRN", [("x", rand(2, 7, 3, 4))], {"size": size, "alpha": 0.01, "beta": 0.6, "bias": 1.5})
+
+
+@pytest.mark.parametrize("size", [2, 4])
+def test_lrn_even_size(size: int) -> None:
+    # onnxruntime takes odd sizes only; ONNX sums channels [c - floor((size-1)/2), c + ceil((size-1)/2)]
+    x = rand(2, 7, 3, 4)
+    alpha, beta, bias = 0.01, 0.6, 1.5
+    sq = np.zeros_like(x)
+    for c in range(x.shape[1]):
+        lo, hi = max(0, c - (size - 1) // 2), min(x.shape[1], c + size // 2 + 1)
+        sq[:, c] = (x[:, lo:hi] ** 2).sum(axis=1)
+    want = x / (bias + alpha / size * sq) ** beta
+    model = single_node("LRN", [("x", x)], {"size": size, "alpha": alpha, "beta": beta, "bias": bias})
+    got = tensorkiln.build(model, optimize=False).run({"x": x})["y0"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
