@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tensorkiln.ir import Graph, verify
-from tensorkiln.passes import cleanup, dce, fold_bn, fuse_conv
+from tensorkiln.passes import cleanup, dce, fold_bn, fuse_conv, fuse_transformer
 from tensorkiln.passes.rewrite import RuleReport
 
 Pass = Callable[[Graph, RuleReport], bool]
@@ -29,10 +29,13 @@ PIPELINE: list[tuple[str, Pass]] = [
     ("dead-code", _plain(dce.run)),
     ("fold-batchnorm", fold_bn.run),
     ("fuse-conv", fuse_conv.run),
+    ("fuse-gelu", fuse_transformer.fuse_gelu),
+    ("fuse-layernorm", fuse_transformer.fuse_layernorm),
+    ("fuse-attention", fuse_transformer.fuse_attention),
     ("dead-code-final", _plain(dce.run)),
 ]
 # passes that fuse layers (turned off together by fusion=False)
-FUSIONS = {"fold-batchnorm", "fuse-conv"}
+FUSIONS = {"fold-batchnorm", "fuse-conv", "fuse-gelu", "fuse-layernorm", "fuse-attention"}
 
 
 @dataclass

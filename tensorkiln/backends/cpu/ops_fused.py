@@ -117,6 +117,53 @@ def fused_conv(node: Node, ctx: BuildContext) -> Kernel:
     return generic_kernel
 
 
+def gelu(node: Node, ctx: BuildContext) -> Kernel:
+    approx = str(node.attrs.get("approximate", "none"))
+
+    def kernel(x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(x, approximate=approx)
+
+    return kernel
+
+
+def layer_norm(node: Node, ctx: BuildContext) -> Kernel:
+    eps = float(node.attrs.get("epsilon", 1e-5))
+    g_np, b_np = const_input(node, 1), const_input(node, 2)
+    gamma = torch.from_numpy(g_np.copy()) if g_np is not None else None
+    beta = torch.from_numpy(b_np.copy()) if b_np is not None else None
+
+    def kernel(x: torch.Tensor, _g: Any = None, _b: Any = None) -> torch.Tensor:
+        n = x.shape[-1]
+        g = gamma if gamma is None or gamma.numel() == n else None
+        b = beta if beta is None or beta.numel() == n else None
+        y = F.layer_norm(x, (n,), None if g is None else g.reshape(n), None if b is None else b.reshape(n), eps)
+        if gamma is not None and g is None:
+            y = y * gamma
+        if beta is not None and b is None:
+            y = y + beta
+        return y
+
+    return kernel
+
+
+def attention(node: Node, ctx: BuildContext) -> Kernel:
+    scale = float(node.attrs.get("scale", 1.0))
+    sdpa = F.scaled_dot_product_attention
+
+    def kernel(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+               ) -> torch.Tensor:
+        if mask is not None and mask.dtype != q.dtype:
+            # an additive mask of another dtype: compute exactly as the graph did
+            s = torch.matmul(q, kt) * scale + mask
+            return torch.matmul(torch.softmax(s, dim=-1), v)
+        return sdpa(q, kt.transpose(-2, -1), v, attn_mask=mask, scale=scale)
+
+    return kernel
+
+
 KERNELS: dict[str, Factory] = {
     "tensorkiln::FusedConv": fused_conv,
+    "tensorkiln::Gelu": gelu,
+    "tensorkiln::LayerNorm": layer_norm,
+    "tensorkiln::Attention": attention,
 }
