@@ -24,6 +24,7 @@ from tensorkiln.backends.cpu import (
     ops_quant,
     ops_reduce,
     ops_rnn,
+    ops_sample,
     ops_select,
     ops_tensor,
 )
@@ -40,6 +41,7 @@ FAMILIES: list[tuple[str, dict[str, Factory]]] = [
     ("", ops_image.KERNELS),
     ("", ops_layout.KERNELS),
     ("", ops_select.KERNELS),
+    ("", ops_sample.KERNELS),
     ("", ops_nn.KERNELS),
     ("", ops_pool.KERNELS),
     ("", ops_norm.KERNELS),
