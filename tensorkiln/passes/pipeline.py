@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tensorkiln.ir import Graph, verify
-from tensorkiln.passes import cleanup, dce, fold_bn, fuse_conv, fuse_transformer
+from tensorkiln.passes import cleanup, dce, fold_bn, fuse_conv, fuse_gemm, fuse_transformer
 from tensorkiln.passes.rewrite import RuleReport
 
 Pass = Callable[[Graph, RuleReport], bool]
@@ -32,10 +32,11 @@ PIPELINE: list[tuple[str, Pass]] = [
     ("fuse-gelu", fuse_transformer.fuse_gelu),
     ("fuse-layernorm", fuse_transformer.fuse_layernorm),
     ("fuse-attention", fuse_transformer.fuse_attention),
+    ("fuse-gemm", fuse_gemm.run),
     ("dead-code-final", _plain(dce.run)),
 ]
 # passes that fuse layers (turned off together by fusion=False)
-FUSIONS = {"fold-batchnorm", "fuse-conv", "fuse-gelu", "fuse-layernorm", "fuse-attention"}
+FUSIONS = {"fold-batchnorm", "fuse-conv", "fuse-gelu", "fuse-layernorm", "fuse-attention", "fuse-gemm"}
 
 
 @dataclass

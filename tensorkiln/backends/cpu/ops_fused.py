@@ -117,6 +117,27 @@ def fused_conv(node: Node, ctx: BuildContext) -> Kernel:
     return generic_kernel
 
 
+def fused_gemm(node: Node, ctx: BuildContext) -> Kernel:
+    w_np = const_input(node, 1)
+    if w_np is None:
+        raise unsupported(node, "FusedGemm needs a constant weight")
+    w = torch.from_numpy(w_np.copy())
+    b_np = const_input(node, 2)
+    b = torch.from_numpy(b_np.copy()) if b_np is not None else None
+    act, _, _, _ = make_activation(node.attrs.get("activation", ""), list(node.attrs.get("activation_params", [])))
+    linear = F.linear
+
+    if act is None:
+        def kernel(x: torch.Tensor, _w: Any = None, _b: Any = None) -> torch.Tensor:
+            return linear(x, w, b)
+        return kernel
+
+    def kernel_act(x: torch.Tensor, _w: Any = None, _b: Any = None) -> torch.Tensor:
+        return act(linear(x, w, b))
+
+    return kernel_act
+
+
 def gelu(node: Node, ctx: BuildContext) -> Kernel:
     approx = str(node.attrs.get("approximate", "none"))
 
@@ -163,6 +184,7 @@ def attention(node: Node, ctx: BuildContext) -> Kernel:
 
 KERNELS: dict[str, Factory] = {
     "tensorkiln::FusedConv": fused_conv,
+    "tensorkiln::FusedGemm": fused_gemm,
     "tensorkiln::Gelu": gelu,
     "tensorkiln::LayerNorm": layer_norm,
     "tensorkiln::Attention": attention,
