@@ -142,8 +142,8 @@ def _dynamic_quantize(node: Node, ctx: object) -> Kernel:
             mn, mx = mn.clamp(max=0.0), mx.clamp(min=0.0)
         else:
             mn = mx = torch.zeros((), dtype=torch.float32)
-        rng = torch.where(mx == mn, torch.ones_like(mx), mx - mn)
-        scale = rng / 255.0
+        # all zeros: scale 1 (as onnxruntime; the reference's comment says so too)
+        scale = torch.where(mx == mn, torch.ones_like(mx), (mx - mn) / 255.0)
         zp = torch.round((0.0 - mn / scale).clamp(0.0, 255.0))
         y = (torch.round(xf / scale) + zp).clamp_(0.0, 255.0)
         return y.to(torch.uint8), scale.to(x.dtype), zp.to(torch.uint8)

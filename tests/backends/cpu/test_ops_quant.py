@@ -1,0 +1,146 @@
+"""QuantizeLinear / DequantizeLinear / DynamicQuantizeLinear against onnxruntime (exact)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+import tensorkiln
+from tensorkiln.errors import UnsupportedOpError
+
+ort = pytest.importorskip("onnxruntime")
+
+Inputs = list[tuple[str, np.ndarray | None]]
+
+
+def single_node(op: str, inputs: Inputs, attrs: dict[str, Any] | None = None, opset: int = 21,
+                n_out: int = 1, consts: tuple[str, ...] = ()) -> onnx.ModelProto:
+    node = helper.make_node(op, [n if a is not None else "" for n, a in inputs],
+                            [f"y{i}" for i in range(n_out)], **(attrs or {}))
+    g_in = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+            for n, a in inputs if a is not None and n not in consts]
+    inits = [numpy_helper.from_array(a, n) for n, a in inputs if a is not None and n in consts]
+    g_out = [helper.make_empty_tensor_value_info(f"y{i}") for i in range(n_out)]
+    graph = helper.make_graph([node], op.lower(), g_in, g_out, initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def compare(op: str, inputs: Inputs, attrs: dict[str, Any] | None = None, opset: int = 21,
+            n_out: int = 1, consts: tuple[str, ...] = ()) -> list[np.ndarray]:
+    """The node through tensorkiln (no graph passes) and onnxruntime; outputs must be equal."""
+    model = single_node(op, inputs, attrs, opset, n_out, consts)
+    feeds = {n: a for n, a in inputs if a is not None and n not in consts}
+    got = tensorkiln.build(model, optimize=False).run(feeds)
+    ref = ort.InferenceSession(model.SerializeToString(),
+                               providers=["CPUExecutionProvider"]).run(None, feeds)
+    for i, r in enumerate(ref):
+        g = got[f"y{i}"]
+        assert g.dtype == r.dtype, f"output {i}: dtype {g.dtype} != {r.dtype}"
+        assert g.shape == r.shape, f"output {i}: shape {g.shape} != {r.shape}"
+        np.testing.assert_array_equal(g, r, err_msg=f"output {i}")
+    return [got[f"y{i}"] for i in range(n_out)]
+
+
+def rand(*shape: int, seed: int = 0, scale: float = 3.0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
+
+
+QTYPES = [np.uint8, np.int8, np.uint16, np.int16]
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+@pytest.mark.parametrize("consts", [(), ("s", "z")])
+def test_quantize_per_tensor(qtype: Any, consts: tuple[str, ...]) -> None:
+    x = rand(3, 4, 5, scale=100.0)
+    x[0, 0, :] = [0.5, 1.5, 2.5, -0.5, -1.5]  # ties round to even
+    zp = np.array(3 if qtype in (np.uint8, np.uint16) else -3, dtype=qtype)
+    compare("QuantizeLinear", [("x", x), ("s", np.array(0.5, np.float32)), ("z", zp)], consts=consts)
+
+
+def test_quantize_default_uint8_and_old_opsets() -> None:
+    x = rand(2, 6, scale=50.0)
+    compare("QuantizeLinear", [("x", x), ("s", np.array(0.3, np.float32))], opset=10)
+    compare("QuantizeLinear", [("x", x), ("s", np.array(0.3, np.float32)),
+                               ("z", np.array(-5, np.int8))], opset=13)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+@pytest.mark.parametrize("consts", [(), ("s", "z")])
+def test_quantize_per_axis(axis: int, consts: tuple[str, ...]) -> None:
+    x = rand(3, 4, 5, scale=20.0)
+    n = x.shape[axis]
+    s = np.linspace(0.05, 0.4, n).astype(np.float32)
+    z = np.arange(n).astype(np.int8) - 2
+    compare("QuantizeLinear", [("x", x), ("s", s), ("z", z)], {"axis": axis}, opset=13, consts=consts)
+
+
+@pytest.mark.parametrize("consts", [(), ("s", "z")])
+def test_quantize_blocked(consts: tuple[str, ...]) -> None:
+    x = rand(4, 10, scale=20.0)
+    s = np.abs(rand(4, 3, seed=1, scale=0.3)) + 0.05  # blocks of 4 along axis 1, the last one short
+    z = np.random.default_rng(2).integers(0, 20, (4, 3)).astype(np.uint8)
+    compare("QuantizeLinear", [("x", x), ("s", s), ("z", z)], {"axis": 1, "block_size": 4}, consts=consts)
+
+
+def test_quantize_float16() -> None:
+    x = rand(3, 8, scale=30.0).astype(np.float16)
+    compare("QuantizeLinear", [("x", x), ("s", np.array(0.25, np.float16)), ("z", np.array(7, np.uint8))],
+            opset=19)
+
+
+@pytest.mark.parametrize("qtype", [*QTYPES, np.int32])
+@pytest.mark.parametrize("consts", [(), ("s", "z")])
+def test_dequantize(qtype: Any, consts: tuple[str, ...]) -> None:
+    info = np.iinfo(qtype)
+    lo, hi = max(info.min, -100000), min(info.max, 100000)
+    x = np.random.default_rng(0).integers(lo, hi, (3, 4, 5)).astype(qtype)
+    zp = None if qtype == np.int32 else np.array(lo // 2 + hi // 3, dtype=qtype)
+    compare("DequantizeLinear", [("x", x), ("s", np.array(0.037, np.float32)), ("z", zp)], consts=consts)
+
+
+@pytest.mark.parametrize("axis", [0, 2, -2])
+def test_dequantize_per_axis(axis: int) -> None:
+    x = np.random.default_rng(0).integers(-128, 127, (3, 4, 5)).astype(np.int8)
+    n = x.shape[axis]
+    s = np.linspace(0.05, 0.4, n).astype(np.float32)
+    z = (np.arange(n) - 2).astype(np.int8)
+    compare("DequantizeLinear", [("x", x), ("s", s), ("z", z)], {"axis": axis}, opset=13)
+    compare("DequantizeLinear", [("x", x), ("s", s), ("z", z)], {"axis": axis}, opset=13,
+            consts=("s", "z"))
+
+
+def test_dequantize_blocked_and_float16() -> None:
+    x = np.random.default_rng(0).integers(0, 255, (6, 4)).astype(np.uint8)
+    s = np.abs(rand(2, 4, seed=1, scale=0.3)) + 0.05
+    z = np.random.default_rng(2).integers(0, 20, (2, 4)).astype(np.uint8)
+    compare("DequantizeLinear", [("x", x), ("s", s), ("z", z)], {"axis": 0, "block_size": 3})
+    compare("DequantizeLinear", [("x", x), ("s", s.astype(np.float16)), ("z", z)],
+            {"axis": 0, "block_size": 3})
+
+
+@pytest.mark.parametrize("kind", ["mixed", "positive", "negative", "zeros"])
+def test_dynamic_quantize(kind: str) -> None:
+    x = rand(4, 7, scale=5.0)
+    if kind == "positive":
+        x = np.abs(x)
+    elif kind == "negative":
+        x = -np.abs(x)
+    elif kind == "zeros":
+        x = np.zeros_like(x)
+    compare("DynamicQuantizeLinear", [("x", x)], opset=11, n_out=3)
+
+
+def test_float8_and_int4_are_unsupported() -> None:
+    x = rand(2, 3)
+    for code in (onnx.TensorProto.FLOAT8E4M3FN, onnx.TensorProto.INT4):
+        node = helper.make_node("QuantizeLinear", ["x", "s"], ["y"], output_dtype=code)
+        g = helper.make_graph([node], "q", [helper.make_tensor_value_info("x", 1, [2, 3])],
+                              [helper.make_tensor_value_info("y", code, [2, 3])],
+                              initializer=[numpy_helper.from_array(np.array(0.5, np.float32), "s")])
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+        with pytest.raises(UnsupportedOpError, match="QuantizeLinear"):
+            tensorkiln.build(model, optimize=False).run({"x": x})
