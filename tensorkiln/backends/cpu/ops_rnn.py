@@ -3,28 +3,24 @@
 Two paths per node:
 
 * **fast**: torch's fused ATen recurrences (``torch._VF.lstm`` / ``gru`` / ``rnn_tanh`` /
-  ``rnn_relu``) when the node uses the default activations (RNN: Tanh or Relu), no clip,
-  no peepholes (or all-zero constant ones), no ``input_forget``, GRU with
-  ``linear_before_reset=1``, and every sequence is full length (checked per call).
-  Weights are reordered to torch's gate order (LSTM iofc -> ifgo, GRU zrh -> rzn) once
-  in the factory when they are constants.
-* **general**: the input projection of all steps in one matmul, then a per-step loop in
-  torch, with per-batch sequence lengths (steps past a sequence's end give zeros in Y and
-  leave the state unchanged; the reverse direction runs each sequence backwards from its
-  own last valid step).
+  ``rnn_relu``; for sequences of at most ``_CELL_MAX_STEPS`` steps the fused cells
+  ``torch.lstm_cell`` etc., one call per step) when the node uses the default
+  activations (RNN: Tanh or Relu), no clip, no peepholes (or all-zero constant ones), no
+  ``input_forget``, GRU with ``linear_before_reset=1``, and every sequence is full length
+  (checked per call). Weights are reordered to torch's gate order (LSTM iofc -> ifgo,
+  GRU zrh -> rzn) once in the factory when they are constants.
+* **general** (``ops_rnn_steps``): the input projection of all steps in one matmul, then
+  a per-step loop in torch, with any activations and per-batch sequence lengths.
 
 float16/bfloat16 are computed in float32 and cast back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from tensorkiln.backends.cpu.base import (
     BuildContext,
@@ -35,93 +31,22 @@ from tensorkiln.backends.cpu.base import (
     const_input,
     has_input,
     torch_const,
-    unsupported,
+)
+from tensorkiln.backends.cpu.ops_rnn_steps import (
+    SPEC,
+    Weights,
+    activations,
+    gather_time,
+    run_direction,
+    seq_index,
 )
 from tensorkiln.ir import Node
 
-Act = Callable[[torch.Tensor], torch.Tensor]
-
-# op -> (gates, default activations per direction)
-_SPEC: dict[str, tuple[int, list[str]]] = {
-    "LSTM": (4, ["sigmoid", "tanh", "tanh"]),
-    "GRU": (3, ["sigmoid", "tanh"]),
-    "RNN": (1, ["tanh"]),
-}
 # onnx gate blocks -> torch gate blocks
 _TORCH_ORDER = {"LSTM": [0, 2, 3, 1], "GRU": [1, 0, 2], "RNN": [0]}
-
-# name -> (number of alphas, number of betas, default alpha, default beta)
-_ACT_ARGS: dict[str, tuple[int, int, float, float]] = {
-    "affine": (1, 1, 1.0, 0.0),
-    "relu": (0, 0, 0.0, 0.0),
-    "leakyrelu": (1, 0, 0.01, 0.0),
-    "thresholdedrelu": (1, 0, 1.0, 0.0),
-    "tanh": (0, 0, 0.0, 0.0),
-    "scaledtanh": (1, 1, 1.0, 1.0),
-    "sigmoid": (0, 0, 0.0, 0.0),
-    "hardsigmoid": (1, 1, 0.2, 0.5),
-    "elu": (1, 0, 1.0, 0.0),
-    "softsign": (0, 0, 0.0, 0.0),
-    "softplus": (0, 0, 0.0, 0.0),
-}
-
-
-def _make_act(name: str, a: float, b: float) -> Act:
-    if name == "sigmoid":
-        return torch.sigmoid
-    if name == "tanh":
-        return torch.tanh
-    if name == "relu":
-        return torch.relu
-    if name == "affine":
-        return lambda x: x * a + b
-    if name == "leakyrelu":
-        return lambda x: F.leaky_relu(x, a)
-    if name == "thresholdedrelu":
-        return lambda x: torch.where(x > a, x, torch.zeros((), dtype=x.dtype))
-    if name == "scaledtanh":
-        return lambda x: torch.tanh(x * b) * a
-    if name == "hardsigmoid":
-        return lambda x: torch.clamp(x * a + b, 0.0, 1.0)
-    if name == "elu":
-        return lambda x: F.elu(x, a)
-    if name == "softsign":
-        return lambda x: x / (1 + x.abs())
-    assert name == "softplus"
-    return F.softplus
-
-
-def _activations(node: Node, ndir: int) -> tuple[list[list[Act]], list[list[str]]]:
-    n_per, defaults = _SPEC[node.op_type][0], _SPEC[node.op_type][1]
-    n_per = len(defaults)
-    names = [str(s).lower() for s in attr(node, "activations", [])] or defaults * ndir
-    if len(names) == n_per and ndir == 2:
-        names = names * 2
-    if len(names) != n_per * ndir:
-        raise bad_model(node, f"activations lists {len(names)} functions, expected {n_per * ndir}")
-    alphas = list(attr(node, "activation_alpha", []) or [])
-    betas = list(attr(node, "activation_beta", []) or [])
-    acts: list[Act] = []
-    for nm in names:
-        if nm not in _ACT_ARGS:
-            raise unsupported(node, f"activation function {nm!r}")
-        na, nb, da, db = _ACT_ARGS[nm]
-        a = float(alphas.pop(0)) if na and alphas else da
-        b = float(betas.pop(0)) if nb and betas else db
-        acts.append(_make_act(nm, a, b))
-    return [acts[d * n_per:(d + 1) * n_per] for d in range(ndir)], [
-        names[d * n_per:(d + 1) * n_per] for d in range(ndir)
-    ]
-
-
-@dataclass
-class _Weights:
-    W: list[torch.Tensor]  # per direction [G*H, I]
-    R: list[torch.Tensor]  # [G*H, H]
-    Wb: list[torch.Tensor]  # [G*H]
-    Rb: list[torch.Tensor]
-    P: list[torch.Tensor] | None  # [3H] (LSTM)
-    fast: list[torch.Tensor] | None  # torch parameter list, directions in order
+# up to this many steps, one fused ATen cell call per step beats the whole-sequence op
+# (whose oneDNN LSTM repacks the weights on every call)
+_CELL_MAX_STEPS = 3
 
 
 def _reorder(t: torch.Tensor, order: list[int], hidden: int) -> torch.Tensor:
@@ -131,8 +56,8 @@ def _reorder(t: torch.Tensor, order: list[int], hidden: int) -> torch.Tensor:
 
 
 def _prep(op: str, W: torch.Tensor, R: torch.Tensor, B: torch.Tensor | None,
-          P: torch.Tensor | None, dtype: torch.dtype, want_fast: bool) -> _Weights:
-    gates = _SPEC[op][0]
+          P: torch.Tensor | None, dtype: torch.dtype, want_fast: bool) -> Weights:
+    gates = SPEC[op][0]
     W = W.to(dtype)
     R = R.to(dtype)
     hidden = R.shape[-1]
@@ -151,111 +76,11 @@ def _prep(op: str, W: torch.Tensor, R: torch.Tensor, B: torch.Tensor | None,
         fast = []
         for d in range(ndir):
             fast += [_reorder(x, order, hidden) for x in (Ws[d], Rs[d], Wbs[d], Rbs[d])]
-    return _Weights(Ws, Rs, Wbs, Rbs, Ps, fast)
+    return Weights(Ws, Rs, Wbs, Rbs, Ps, fast)
 
 
 def _compute_dtype(dt: torch.dtype) -> torch.dtype:
     return torch.float32 if dt in (torch.float16, torch.bfloat16) else dt
-
-
-def _seq_index(lens: torch.Tensor, T: int) -> torch.Tensor:
-    """[T, B] time index that runs each sequence backwards within its own length."""
-    t = torch.arange(T).unsqueeze(1)
-    lens = lens.to(torch.int64).unsqueeze(0)
-    return torch.where(t < lens, lens - 1 - t, t)
-
-
-def _gather_time(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    return torch.gather(x, 0, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-
-
-def _run_direction(op: str, cfg: dict[str, Any], acts: list[Act], w: _Weights, d: int,
-                   x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None,
-                   mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """One direction over x [T, B, I] in processing order; returns Y [T, B, H], h, c."""
-    T = x.shape[0]
-    hidden = h.shape[-1]
-    clip = cfg["clip"]
-    W, R, Wb, Rb = w.W[d], w.R[d], w.Wb[d], w.Rb[d]
-
-    def cl(v: torch.Tensor) -> torch.Tensor:
-        return v if clip is None else torch.clamp(v, -clip, clip)
-
-    ys: list[torch.Tensor] = []
-    if op == "LSTM":
-        assert c is not None
-        fa, ga, ha = acts
-        gx = F.linear(x, W, Wb + Rb)
-        P = w.P[d] if w.P is not None else None
-        pi, po, pf = (None, None, None) if P is None else P.split(hidden)
-        for t in range(T):
-            g = torch.addmm(gx[t], h, R.t())
-            gi, go, gf, gc = g.split(hidden, -1)
-            if pi is not None:
-                gi = gi + pi * c
-                gf = gf + pf * c
-            i = fa(cl(gi))
-            f = 1 - i if cfg["input_forget"] else fa(cl(gf))
-            c_new = f * c + i * ga(cl(gc))
-            if po is not None:
-                go = go + po * c_new
-            h_new = fa(cl(go)) * ha(c_new)
-            if mask is not None:
-                m = mask[t]
-                c = torch.where(m, c_new, c)
-                h = torch.where(m, h_new, h)
-                ys.append(torch.where(m, h_new, torch.zeros((), dtype=h.dtype)))
-            else:
-                c, h = c_new, h_new
-                ys.append(h)
-    elif op == "GRU":
-        fa, ga = acts
-        lbr = cfg["linear_before_reset"]
-        zero = torch.zeros(hidden, dtype=Rb.dtype)
-        if lbr:
-            gx = F.linear(x, W, Wb + torch.cat([Rb[: 2 * hidden], zero]))
-            rb = torch.cat([zero, zero, Rb[2 * hidden:]])
-        else:
-            gx = F.linear(x, W, Wb + Rb)
-            R_zr, R_h = R[: 2 * hidden], R[2 * hidden:]
-        for t in range(T):
-            gxz, gxr, gxh = gx[t].split(hidden, -1)
-            if lbr:
-                gh = torch.addmm(rb, h, R.t())
-                ghz, ghr, ghh = gh.split(hidden, -1)
-                z = fa(cl(gxz + ghz))
-                r = fa(cl(gxr + ghr))
-                n = ga(cl(gxh + r * ghh))
-            else:
-                ghz, ghr = (h @ R_zr.t()).split(hidden, -1)
-                z = fa(cl(gxz + ghz))
-                r = fa(cl(gxr + ghr))
-                n = ga(cl(gxh + (r * h) @ R_h.t()))
-            h_new = (1 - z) * n + z * h
-            if mask is not None:
-                m = mask[t]
-                h = torch.where(m, h_new, h)
-                ys.append(torch.where(m, h_new, torch.zeros((), dtype=h.dtype)))
-            else:
-                h = h_new
-                ys.append(h)
-    else:
-        (fa,) = acts
-        gx = F.linear(x, W, Wb + Rb)
-        for t in range(T):
-            h_new = fa(cl(torch.addmm(gx[t], h, R.t())))
-            if mask is not None:
-                m = mask[t]
-                h = torch.where(m, h_new, h)
-                ys.append(torch.where(m, h_new, torch.zeros((), dtype=h.dtype)))
-            else:
-                h = h_new
-                ys.append(h)
-    if ys:
-        Y = torch.stack(ys)
-    else:
-        Y = x.new_zeros((0, x.shape[1], hidden))
-    return Y, h, c
 
 
 _FAST_FN = {
@@ -266,10 +91,46 @@ _FAST_FN = {
 }
 
 
-def _run_fast(op: str, fn_key: str, w: _Weights, dirs: list[str], x: torch.Tensor,
+_CELL_FN = {
+    "LSTM": torch.lstm_cell,
+    "GRU": torch.gru_cell,
+    "tanh": torch.rnn_tanh_cell,
+    "relu": torch.rnn_relu_cell,
+}
+
+
+def _run_cells(op: str, fn_key: str, w: Weights, dirs: list[str], x: torch.Tensor,
+               h0: torch.Tensor, c0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """Like ``_run_fast``, one fused cell call per step (short sequences)."""
+    assert w.fast is not None
+    cell = _CELL_FN[fn_key]
+    T = x.shape[0]
+    ys, hs, cs = [], [], []
+    for d, dname in enumerate(dirs):
+        w_ih, w_hh, b_ih, b_hh = w.fast[4 * d:4 * d + 4]
+        steps = range(T - 1, -1, -1) if dname == "reverse" else range(T)
+        h = h0[d]
+        c = c0[d] if c0 is not None else None
+        out: list[torch.Tensor] = [h] * T
+        for t in steps:
+            if c is not None:
+                h, c = cell(x[t], (h, c), w_ih, w_hh, b_ih, b_hh)
+            else:
+                h = cell(x[t], h, w_ih, w_hh, b_ih, b_hh)
+            out[t] = h
+        ys.append(torch.stack(out))
+        hs.append(h)
+        cs.append(c)
+    Yc = torch.stack(cs) if c0 is not None else None  # type: ignore[arg-type]
+    return torch.stack(ys, 1), torch.stack(hs), Yc
+
+
+def _run_fast(op: str, fn_key: str, w: Weights, dirs: list[str], x: torch.Tensor,
               h0: torch.Tensor, c0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, Any]:
     """x [T, B, I]; h0/c0 [ndir, B, H]; returns Y [T, ndir, B, H], Y_h, Y_c."""
     assert w.fast is not None
+    if x.shape[0] <= _CELL_MAX_STEPS:
+        return _run_cells(op, fn_key, w, dirs, x, h0, c0)
     fn = _FAST_FN[fn_key]
     hx: Any = (h0.contiguous(), c0.contiguous()) if op == "LSTM" else h0.contiguous()
     bidir = len(dirs) == 2
@@ -292,7 +153,7 @@ def _rnn_factory(node: Node, ctx: BuildContext) -> Kernel:
         raise bad_model(node, f"direction {direction!r}")
     dirs = ["forward", "reverse"] if direction == "bidirectional" else [direction]
     ndir = len(dirs)
-    acts, act_names = _activations(node, ndir)
+    acts, act_names = activations(node, ndir)
     clip = attr(node, "clip")
     layout = int(attr(node, "layout", 0))
     cfg = {
@@ -306,7 +167,7 @@ def _rnn_factory(node: Node, ctx: BuildContext) -> Kernel:
     if p_const is not None and not np.any(p_const):
         has_P = False  # all-zero peepholes change nothing
     fast_key: str | None = None
-    defaults = _SPEC[op][1]
+    defaults = SPEC[op][1]
     if (
         cfg["clip"] is None
         and not cfg["input_forget"]
@@ -320,7 +181,7 @@ def _rnn_factory(node: Node, ctx: BuildContext) -> Kernel:
             fast_key = op
 
     consts = [const_input(node, i) if has_input(node, i) else None for i in range(4)]
-    pre: dict[torch.dtype, _Weights] = {}
+    pre: dict[torch.dtype, Weights] = {}
     if consts[1] is not None and consts[2] is not None and (not has_input(node, 3) or consts[3] is not None):
         if has_P and p_const is None:
             pass  # peepholes computed at run time: prepare per call
@@ -380,13 +241,13 @@ def _rnn_factory(node: Node, ctx: BuildContext) -> Kernel:
                     if lens is None:
                         xd = torch.flip(x, [0])
                     else:
-                        idx = _seq_index(lens, T)
-                        xd = _gather_time(x, idx)
-                Yd, hd, cd = _run_direction(
+                        idx = seq_index(lens, T)
+                        xd = gather_time(x, idx)
+                Yd, hd, cd = run_direction(
                     op, cfg, acts[d], w, d, xd, h0[d], None if c0 is None else c0[d], mask
                 )
                 if dname == "reverse":
-                    Yd = torch.flip(Yd, [0]) if idx is None else _gather_time(Yd, idx)
+                    Yd = torch.flip(Yd, [0]) if idx is None else gather_time(Yd, idx)
                 if lens is not None and bool((lens == 0).any()):
                     empty = (lens == 0).unsqueeze(-1)  # like onnxruntime: zero final state
                     hd = hd.masked_fill(empty, 0)

@@ -108,9 +108,10 @@ def _check_layout(op: str, layout: int, **kw: object) -> None:
 
 @pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
-def test_vs_ort_full_length(op: str, direction: str) -> None:
+@pytest.mark.parametrize("T", [1, 3, 5])
+def test_vs_ort_full_length(op: str, direction: str, T: int) -> None:
     kw = {"linear_before_reset": 1} if op == "GRU" else {}
-    _check_layout(op, 1, T=4, B=2, I=3, H=5, direction=direction, **kw)
+    _check_layout(op, 1, T=T, B=2, I=3, H=5, direction=direction, **kw)
 
 
 @pytest.mark.parametrize("lbr", [0, 1])
@@ -174,11 +175,12 @@ def _count_fast(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
+@pytest.mark.parametrize("T", [2, 6])  # fused cells per step / the whole-sequence op
 @pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
-def test_fast_path_matches_general(op: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fast_path_matches_general(op: str, T: int, monkeypatch: pytest.MonkeyPatch) -> None:
     kw = {"linear_before_reset": 1} if op == "GRU" else {}
-    model, feeds = _model(op, T=6, B=3, I=4, H=5, direction="bidirectional", seq_lens=True, **kw)
-    feeds["sl"][:] = 6  # all full: the fast path
+    model, feeds = _model(op, T=T, B=3, I=4, H=5, direction="bidirectional", seq_lens=True, **kw)
+    feeds["sl"][:] = T  # all full: the fast path
     calls = _count_fast(monkeypatch)
     fast = tensorkiln.build(model).run(feeds)
     assert calls[0] == 1
