@@ -40,13 +40,11 @@ def _gemm(node: Node, ctx: BuildContext) -> Kernel:
     def int_gemm(a: Tensor, b: Tensor, c: Tensor | None = None) -> Tensor:
         a, b = operands(a, b)
         y = torch.mm(a, b)
-        use_c = with_c and c is not None
-        if alpha == 1.0 and (not use_c or beta == 1.0):
-            return y + c if use_c else y
-        r = y.double() * alpha
-        if use_c:
-            r = r + c.double() * beta
-        return r.to(a.dtype)
+        if not with_c or c is None:
+            return y if alpha == 1.0 else (y.double() * alpha).to(a.dtype)
+        if alpha == 1.0 and beta == 1.0:
+            return y + c
+        return (y.double() * alpha + c.double() * beta).to(a.dtype)
 
     if dt is not None:
         return float_gemm if dt.is_floating_point else widen(node, int_gemm)

@@ -18,11 +18,12 @@ from tensorkiln.backends.cpu.base import (
     Factory,
     Kernel,
     attr,
+    bad_model,
     const_input,
     has_input,
     unsupported,
 )
-from tensorkiln.backends.cpu.ops_elementwise import UWIDE
+from tensorkiln.backends.cpu.ops_elementwise import UWIDE, in_dtype
 from tensorkiln.ir import Node
 
 Tensor = torch.Tensor
@@ -154,6 +155,17 @@ def _reduce(node: Node, ctx: BuildContext) -> Kernel:
 
     if axes is not None:
         fixed = axes
+        x_in = node.inputs[0]
+        if x_in is not None and x_in.shape is not None and x_in.dtype is not None:
+            # rank and type known: settle the axes now, leave one ATen call per run
+            if not fixed and noop:
+                return lambda x, *_: x
+            try:
+                dims = _normalize(fixed, len(x_in.shape)) if fixed else tuple(range(len(x_in.shape)))
+            except ValueError as e:
+                raise bad_model(node, str(e)) from None
+            if in_dtype(node, 0) not in UWIDE:
+                return lambda x, *_: red(x, dims, keep)
         return lambda x, *_: run(x, fixed)
 
     def dynamic(x: Tensor, axes_t: Tensor | None = None) -> Tensor:
