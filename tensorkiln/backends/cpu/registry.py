@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from tensorkiln.backends.cpu import (
     ops_activation,
+    ops_attention,
     ops_cast,
     ops_control,
     ops_elementwise,
@@ -51,6 +52,7 @@ FAMILIES: list[tuple[str, dict[str, Factory]]] = [
     ("", ops_qlinear.KERNELS),
     ("", ops_misc.KERNELS),
     ("", ops_fused.KERNELS),
+    ("", ops_attention.KERNELS),
 ]
 
 
