@@ -89,8 +89,9 @@ def _batchnorm(node: Node, ctx: object) -> Kernel:
 
     def bn(x: torch.Tensor, s: torch.Tensor, b: torch.Tensor, m: torch.Tensor,
            v: torch.Tensor) -> torch.Tensor:
-        a = s.to(torch.float32) / torch.sqrt(v.to(torch.float32) + eps)
-        sh = b.to(torch.float32) - m.to(torch.float32) * a
+        ct = torch.float64 if x.dtype == torch.float64 else torch.float32
+        a = s.to(ct) / torch.sqrt(v.to(ct) + eps)
+        sh = b.to(ct) - m.to(ct) * a
         r = x.dim()
         return torch.addcmul(_channel_view(sh, r).to(x.dtype), x, _channel_view(a, r).to(x.dtype))
     return bn

@@ -21,7 +21,8 @@ from tensorkiln.backends.cpu.base import Factory, Kernel, attr, bad_model, unsup
 from tensorkiln.backends.cpu.ops_nn import Geometry, fpad_list, shape_cached
 from tensorkiln.ir import Node
 
-_MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+_MAX = {1: torch.max_pool1d, 2: torch.max_pool2d, 3: torch.max_pool3d}
+_MAX_IDX = {1: F.max_pool1d_with_indices, 2: F.max_pool2d_with_indices, 3: F.max_pool3d_with_indices}
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -75,7 +76,7 @@ def _maxpool(node: Node, ctx: object) -> Kernel:
         raise unsupported(node, f"{nsp} spatial dims")
     order = int(attr(node, "storage_order", 0))
     want_idx = len(node.outputs) > 1
-    pool = _MAX[nsp]
+    pool, pool_idx = _MAX[nsp], _MAX_IDX[nsp]
     stride, dil = geo.strides, geo.dilations
     zeros = [0] * nsp
     ceil = ceil and geo.static
@@ -96,7 +97,7 @@ def _maxpool(node: Node, ctx: object) -> Kernel:
             xin, pads, mode = F.pad(x, padl, value=fill), zeros, False
         if not want_idx:
             return pool(xin, ks, stride, pads, dil, mode)
-        y, idx = pool(xin, ks, stride, pads, dil, mode, return_indices=True)
+        y, idx = pool_idx(xin, ks, stride, pads, dil, mode)
         return y, _onnx_indices(idx, x.shape, xin.shape, None if padl is None else pb, order)
 
     return maxpool
