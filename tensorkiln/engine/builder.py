@@ -29,8 +29,12 @@ def build(model: str | os.PathLike[str] | onnx.ModelProto | bytes, **options: An
     result = PipelineResult()
     if cfg.optimize:
         disabled = set(cfg.passes_disabled) | (set() if cfg.fusion else FUSIONS)
+        if not cfg.layout:
+            disabled.add("select-layout")
         result = run_pipeline(graph, disabled=disabled)
     source = {"model": str(model) if isinstance(model, (str, os.PathLike)) else "<in-memory>"}
     engine = Engine(graph, cfg, fingerprint(), source)
-    engine.build_reports = result.reports
+    engine.build_reports = {
+        name: {"fired": r.fired, "why_not": [list(x) for x in r.why_not]} for name, r in result.reports.items()
+    }
     return engine

@@ -22,6 +22,8 @@ class BuildConfig:
 
     optimize: bool = True  # run the graph passes (switch off to bisect)
     fusion: bool = True  # layer fusions (BatchNorm folding, Conv+Add+activation, …)
+    layout: bool = True  # let convolution regions run channels-last (oneDNN); False keeps NCHW
+    planner: bool = True  # release each intermediate after its last reader; False keeps all alive
     threads: int | None = None  # intra-op threads; None = torch's default (all cores)
     passes_disabled: list[str] = field(default_factory=list)
 
@@ -49,10 +51,11 @@ class Engine:
         self.config = config
         self.target = target
         self.source = source or {}
-        self.build_reports: dict[str, Any] = {}  # pass name → RuleReport (fresh builds only)
+        # pass name → {"fired": n, "why_not": [[node, reason], …]}
+        self.build_reports: dict[str, dict[str, Any]] = {}
         self.inputs: list[TensorSpec] = [TensorSpec.of(v) for v in graph.inputs]
         self.outputs: list[TensorSpec] = [TensorSpec.of(v) for v in graph.outputs]
-        self._program: Program = lower(graph, REGISTRY)
+        self._program: Program = lower(graph, REGISTRY, release=config.planner)
         self._protected_ptrs = frozenset(
             t.untyped_storage().data_ptr()
             for t in self._program.template
@@ -110,6 +113,7 @@ class Engine:
                 "name": s.node.name,
                 "origin": list(s.node.origin),
                 "outputs": [v.name for v in s.node.outputs],
+                "layout": s.node.attrs.get("layout", "any"),
             }
             for i, s in enumerate(self._program.steps)
         ]
@@ -119,6 +123,12 @@ class Engine:
 
     def weight_bytes(self) -> int:
         return self.graph.weight_bytes()
+
+    def memory_plan(self, feeds: Mapping[str, Any]) -> Any:
+        """Plan activation memory for inputs shaped like ``feeds`` (runs the engine once)."""
+        from tensorkiln.planner import plan_memory
+
+        return plan_memory(self._program, check_feeds(self.inputs, feeds))
 
     def save(self, path: str | os.PathLike[str]) -> None:
         from tensorkiln.engine.fileformat import save_engine

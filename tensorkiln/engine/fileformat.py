@@ -53,6 +53,7 @@ def engine_to_bytes(engine: Engine) -> bytes:
         "inputs": [_spec(s) for s in engine.inputs],
         "outputs": [_spec(s) for s in engine.outputs],
         "steps": engine.steps(),
+        "build_reports": engine.build_reports,
         "ir": doc,
     }
     hbytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
@@ -144,7 +145,10 @@ def engine_from_bytes(data: bytes, where: str = "engine") -> Engine:
         cfg = BuildConfig(**header.get("build_config", {}))
     except TypeError as e:
         raise EngineFileError(f"{where}: unknown build option in the header: {e}") from None
-    return Engine(graph, cfg, header.get("target", {}), header.get("source", {}))
+    engine = Engine(graph, cfg, header.get("target", {}), header.get("source", {}))
+    reports = header.get("build_reports", {})
+    engine.build_reports = reports if isinstance(reports, dict) else {}
+    return engine
 
 
 def load_engine(path: str | os.PathLike[str]) -> Engine:

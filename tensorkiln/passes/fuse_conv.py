@@ -103,7 +103,9 @@ def run(graph: Graph, report: RuleReport | None = None) -> bool:
                 nxt = _sole(graph, out, nxt, report)
         if nxt is not None:
             a = activation_of(graph, nxt)
-            if isinstance(a, str):
+            if nxt.domain == FUSED_DOMAIN and nxt.op_type == "FusedConv":
+                report.reject(conv, f"output is the residual input of fused convolution {nxt.name!r}")
+            elif isinstance(a, str):
                 report.reject(nxt, a)
             else:
                 act = a

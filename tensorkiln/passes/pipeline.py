@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tensorkiln.ir import Graph, verify
-from tensorkiln.passes import cleanup, dce, fold_bn, fuse_conv, fuse_gemm, fuse_transformer
+from tensorkiln.passes import cleanup, dce, fold_bn, fuse_conv, fuse_gemm, fuse_transformer, layout
 from tensorkiln.passes.rewrite import RuleReport
 
 Pass = Callable[[Graph, RuleReport], bool]
@@ -34,6 +34,7 @@ PIPELINE: list[tuple[str, Pass]] = [
     ("fuse-attention", fuse_transformer.fuse_attention),
     ("fuse-gemm", fuse_gemm.run),
     ("dead-code-final", _plain(dce.run)),
+    ("select-layout", layout.run),
 ]
 # passes that fuse layers (turned off together by fusion=False)
 FUSIONS = {"fold-batchnorm", "fuse-conv", "fuse-gelu", "fuse-layernorm", "fuse-attention", "fuse-gemm"}

@@ -36,11 +36,11 @@ def test_bn_folds_into_conv_with_and_without_bias() -> None:
         before, after = before_after(_conv_bn(bias), feeds(), passes_disabled=["fuse-conv"])
         assert ops(before) == ["Conv", "BatchNormalization"]
         assert ops(after) == ["Conv"]
-        assert after.build_reports["fold-batchnorm"].fired == 1
+        assert after.build_reports["fold-batchnorm"]["fired"] == 1
 
 
 def test_bn_not_folded_when_conv_output_has_other_readers() -> None:
     _, after = before_after(_conv_bn(True, extra_reader=True), feeds(), passes_disabled=["fuse-conv"])
     assert "BatchNormalization" in ops(after)
     rep = after.build_reports["fold-batchnorm"]
-    assert rep.fired == 0 and "2 readers" in rep.why_not[0][1]
+    assert rep["fired"] == 0 and "2 readers" in rep["why_not"][0][1]

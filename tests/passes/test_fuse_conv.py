@@ -48,7 +48,7 @@ def test_conv_residual_add_relu_fuses() -> None:
     assert len(ops(before)) == 3
     assert ops(after) == ["tensorkiln::FusedConv"]
     assert after.steps()[0]["origin"] == ["conv", "add", "relu"]
-    assert after.build_reports["fuse-conv"].fired == 1
+    assert after.build_reports["fuse-conv"]["fired"] == 1
 
 
 def test_strided_asymmetric_pads_and_groups() -> None:
@@ -65,7 +65,7 @@ def test_residual_with_broadcast_shape_is_not_fused() -> None:
              helper.make_node("Add", ["c", "R"], ["y"], name="add")]
     _, after = before_after(make_model(nodes, [X], [Y], [*_inits(), bias]), _feeds())
     assert ops(after) == ["tensorkiln::FusedConv", "Add"]
-    reasons = [r for _, r in after.build_reports["fuse-conv"].why_not]
+    reasons = [r for _, r in after.build_reports["fuse-conv"]["why_not"]]
     assert any("not known to equal" in r for r in reasons)
 
 

@@ -41,4 +41,4 @@ def test_matmul_with_runtime_weight_is_left_alone() -> None:
     feeds = {"x": rng.standard_normal((2, 3)).astype(np.float32), "z": rng.standard_normal((3, 2)).astype(np.float32)}
     _, after = before_after(m, feeds)
     assert ops(after) == ["MatMul"]
-    assert "not a constant" in after.build_reports["fuse-gemm"].why_not[0][1]
+    assert "not a constant" in after.build_reports["fuse-gemm"]["why_not"][0][1]

@@ -80,9 +80,9 @@ def test_gelu_layernorm_attention_fuse(model: onnx.ModelProto) -> None:
     for op in ("Erf", "Softmax", "ReduceMean", "Sqrt"):
         assert op not in got
     assert len(got) < len(ops(before))
-    assert after.build_reports["fuse-gemm"].fired == 2  # qkv and feed-forward projections
+    assert after.build_reports["fuse-gemm"]["fired"] == 2  # qkv and feed-forward projections
     for name in ("fuse-gelu", "fuse-layernorm", "fuse-attention"):
-        assert after.build_reports[name].fired == 1
+        assert after.build_reports[name]["fired"] == 1
 
 
 def test_fused_block_matches_at_other_shapes(model: onnx.ModelProto) -> None:

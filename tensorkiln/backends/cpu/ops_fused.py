@@ -77,7 +77,8 @@ def fused_conv(node: Node, ctx: BuildContext) -> Kernel:
             pre_pad += [pads[i], pads[i + nd]]
         pads = [0] * (2 * nd)
     pad = pads[:nd]
-    onednn = nd == 2 and torch.backends.mkldnn.is_available() and (act is None or post is not None)
+    onednn = (nd == 2 and torch.backends.mkldnn.is_available() and (act is None or post is not None)
+              and node.attrs.get("layout", "nchw") == "nhwc")
     if onednn:
         wp = torch.ops.mkldnn._reorder_convolution_weight(w, pad, strides, dil, group)
         cl = torch.channels_last

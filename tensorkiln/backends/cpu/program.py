@@ -71,7 +71,7 @@ class Program:
         return [env[s] for s in self.output_slots]  # type: ignore[misc]
 
 
-def lower(graph: Graph, registry: dict[tuple[str, str], object]) -> Program:
+def lower(graph: Graph, registry: dict[tuple[str, str], object], release: bool = True) -> Program:
     """Compile ``graph`` into a Program. Unsupported ops are reported all at once."""
     missing = find_unsupported(graph, registry)
     if missing:
@@ -81,6 +81,9 @@ def lower(graph: Graph, registry: dict[tuple[str, str], object]) -> Program:
         )
     errors: list[str] = []
     prog = _lower(graph, registry, errors)
+    if prog is not None and not release:
+        for st in prog.steps:  # planner off: keep every intermediate until the run ends
+            st.frees = ()
     if errors:
         raise UnsupportedOpError(
             f"{len(errors)} node(s) use attributes or types the CPU backend cannot run:\n  "
