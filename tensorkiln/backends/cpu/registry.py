@@ -17,6 +17,7 @@ from tensorkiln.backends.cpu import (
     ops_index,
     ops_layout,
     ops_linalg,
+    ops_loss,
     ops_misc,
     ops_nn,
     ops_norm,
@@ -53,6 +54,7 @@ FAMILIES: list[tuple[str, dict[str, Factory]]] = [
     ("", ops_misc.KERNELS),
     ("", ops_fused.KERNELS),
     ("", ops_attention.KERNELS),
+    ("", ops_loss.KERNELS),
 ]
 
 
