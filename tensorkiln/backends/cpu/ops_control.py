@@ -4,8 +4,8 @@ Bodies are compiled once in the factory with ``ctx.compile_subgraph``; a compile
 takes ``[formal inputs..., captures in program.captures order]``. The values a body reads
 from outer scopes arrive as the owning node's trailing inputs (after its
 ``_n_onnx_inputs`` ONNX inputs); each body's captures are mapped to those positions at
-build time (by identity, else by the frontend's union order when a pass has replaced a
-captured value), so a call only indexes a tuple.
+build time by identity (after repairing captures a pass left stale, see
+``_repair_captures``), so a call only indexes a tuple.
 
 Sequence and Optional values are not tensors here: bodies that use them fail to build in
 their own nodes; opset-8 Scan with ragged ``sequence_lens`` is rejected at run time.
@@ -43,21 +43,38 @@ def _body(node: Node, name: str) -> Graph:
     return g
 
 
-def _capture_positions(node: Node, prog: SubProgram) -> list[int]:
-    """Positions in ``node.inputs`` of the values ``prog`` expects as captures."""
+def _repair_captures(node: Node) -> None:
+    """Point each body's captures at the values the node actually passes.
+
+    A pass that replaces an outer value (``Graph.replace_all_uses``) rewrites the node's
+    trailing inputs and the body nodes that read it, but not ``Graph.captures``. The
+    node's trailing inputs keep the frontend's order (the union of the bodies' captures,
+    body by body), so a stale capture is replaced by the input at its union position.
+    """
     n = _n_onnx(node)
     extras = node.inputs[n:]
-    # the frontend's order: union of the bodies' captures, body by body
     union: list[Value] = []
     for sg in node.subgraphs.values():
         for c in sg.captures:
             if all(c is not u for u in union):
                 union.append(c)
+    if len(union) != len(extras):
+        return
+    for sg in node.subgraphs.values():
+        for k, c in enumerate(sg.captures):
+            if all(c is not e for e in extras):
+                new = extras[next(i for i, u in enumerate(union) if u is c)]
+                if new is not None:
+                    sg.captures[k] = new
+
+
+def _capture_positions(node: Node, prog: SubProgram) -> list[int]:
+    """Positions in ``node.inputs`` of the values ``prog`` expects as captures."""
+    n = _n_onnx(node)
+    extras = node.inputs[n:]
     pos = []
     for c in prog.captures:
         j = next((k for k, e in enumerate(extras) if e is c), None)
-        if j is None and len(union) == len(extras):
-            j = next((k for k, u in enumerate(union) if u is c), None)
         if j is None:
             raise bad_model(node, f"subgraph reads outer value {c.name!r}, which the node does not pass")
         pos.append(n + j)
@@ -69,6 +86,7 @@ def _compile(node: Node, ctx: BuildContext, name: str) -> tuple[SubProgram, list
     for v in [*g.inputs, *g.outputs]:
         if v.dtype is not None and v.dtype.short in ("string",):
             raise unsupported(node, f"body {name!r} has a string input/output")
+    _repair_captures(node)
     prog = ctx.compile_subgraph(g)
     return prog, _capture_positions(node, prog), g
 

@@ -203,3 +203,35 @@ def test_scan_opset8_batch() -> None:
     rng = np.random.default_rng(1)
     _check(model, {"s0": rng.standard_normal((3, 2)).astype(np.float32),
                    "A": rng.standard_normal((3, 4, 2)).astype(np.float32)})
+
+
+# ------------------------------------------------- captures after graph rewrites
+
+
+def test_captured_value_replaced_by_identity_elimination() -> None:
+    """Outer ``xi = Identity(x)`` read by both branches and by an If nested in a Loop:
+    the cleanup pass replaces xi by x everywhere, and the bodies still get it."""
+    then_g = helper.make_graph([helper.make_node("Add", ["xi", "y"], ["t"])], "then", [],
+                               [vi("t", F, None)])
+    else_g = helper.make_graph([helper.make_node("Sub", ["y", "xi"], ["e"])], "else", [],
+                               [vi("e", F, None)])
+    inner_then = helper.make_graph([helper.make_node("Add", ["acc", "xi"], ["a1"])], "it", [],
+                                   [vi("a1", F, None)])
+    inner_else = helper.make_graph([helper.make_node("Mul", ["acc", "xi"], ["a2"])], "ie", [],
+                                   [vi("a2", F, None)])
+    body = helper.make_graph(
+        [helper.make_node("If", ["c"], ["acc2"], then_branch=inner_then, else_branch=inner_else),
+         helper.make_node("Identity", ["cin"], ["cout"])],
+        "body", [vi("i", I64, []), vi("cin", BOOL, []), vi("acc", F, [3])],
+        [vi("cout", BOOL, []), vi("acc2", F, [3])],
+    )
+    nodes = [
+        helper.make_node("Identity", ["x"], ["xi"]),
+        helper.make_node("If", ["c"], ["out"], then_branch=then_g, else_branch=else_g),
+        helper.make_node("Loop", ["M", "", "y"], ["looped"], body=body),
+    ]
+    model = _model(nodes, [vi("c", BOOL, []), vi("x", F, [3]), vi("y", F, [3]), vi("M", I64, [])],
+                   [vi("out", F, None), vi("looped", F, None)])
+    for c in (True, False):
+        _check(model, {"c": np.array(c), "x": np.arange(3, dtype=np.float32),
+                       "y": np.full(3, 2.0, np.float32), "M": np.array(3, np.int64)})
