@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tensorkiln.ir import Graph, verify
-from tensorkiln.passes import cleanup, dce, fold_bn, fuse_conv, fuse_gemm, fuse_transformer, layout
+from tensorkiln.passes import cleanup, dce, fold_bn, fuse_conv, fuse_gemm, fuse_transformer, layout, merge_parallel
 from tensorkiln.passes.rewrite import RuleReport
 
 Pass = Callable[[Graph, RuleReport], bool]
@@ -29,6 +29,7 @@ PIPELINE: list[tuple[str, Pass]] = [
     ("dead-code", _plain(dce.run)),
     ("fold-batchnorm", fold_bn.run),
     ("fuse-conv", fuse_conv.run),
+    ("merge-parallel-conv", merge_parallel.run),
     ("fuse-gelu", fuse_transformer.fuse_gelu),
     ("fuse-layernorm", fuse_transformer.fuse_layernorm),
     ("fuse-attention", fuse_transformer.fuse_attention),
@@ -37,7 +38,8 @@ PIPELINE: list[tuple[str, Pass]] = [
     ("select-layout", layout.run),
 ]
 # passes that fuse layers (turned off together by fusion=False)
-FUSIONS = {"fold-batchnorm", "fuse-conv", "fuse-gelu", "fuse-layernorm", "fuse-attention", "fuse-gemm"}
+FUSIONS = {"fold-batchnorm", "fuse-conv", "merge-parallel-conv", "fuse-gelu", "fuse-layernorm", "fuse-attention",
+           "fuse-gemm"}
 
 
 @dataclass

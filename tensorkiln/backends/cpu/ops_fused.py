@@ -183,7 +183,17 @@ def attention(node: Node, ctx: BuildContext) -> Kernel:
     return kernel
 
 
+def split_channels(node: Node, ctx: BuildContext) -> Kernel:
+    sizes = [int(x) for x in node.attrs["sizes"]]
+
+    def kernel(y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.split(y, sizes, dim=1)  # views, no copies
+
+    return kernel
+
+
 KERNELS: dict[str, Factory] = {
+    "tensorkiln::SplitChannels": split_channels,
     "tensorkiln::FusedConv": fused_conv,
     "tensorkiln::FusedGemm": fused_gemm,
     "tensorkiln::Gelu": gelu,
