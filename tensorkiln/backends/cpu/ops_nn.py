@@ -271,8 +271,64 @@ def _lrn(node: Node, ctx: object) -> Kernel:
     return lrn
 
 
+# ---------------------------------------------------------------------------------------
+# DeformConv (2-D): bilinear samples at offset taps (zero outside), then a grouped matmul
+
+
+def _bilinear_taps(x: torch.Tensor, py: torch.Tensor, px: torch.Tensor) -> torch.Tensor:
+    """x (N, G, Cg, H, W) sampled at (py, px) of shape (N, G, L) → (N, G, Cg, L)."""
+    n, g, cg, h, w = x.shape
+    flat = x.reshape(n, g, cg, h * w)
+    y0, x0 = torch.floor(py), torch.floor(px)
+    ly, lx = py - y0, px - x0
+    out = torch.zeros(n, g, cg, py.shape[-1], dtype=x.dtype)
+    for dy, wy in ((0, 1 - ly), (1, ly)):
+        for dx, wx in ((0, 1 - lx), (1, lx)):
+            yy, xx = y0 + dy, x0 + dx
+            ok = (yy >= 0) & (yy <= h - 1) & (xx >= 0) & (xx <= w - 1)
+            idx = (yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)).long()
+            vals = torch.gather(flat, 3, idx.unsqueeze(2).expand(n, g, cg, idx.shape[-1]))
+            out += vals * (wy * wx * ok).unsqueeze(2).to(x.dtype)
+    return out
+
+
+def _deform_conv(node: Node, ctx: object) -> Kernel:
+    group = int(attr(node, "group", 1))
+    og = int(attr(node, "offset_group", 1))
+    sh, sw = attr(node, "strides", None) or [1, 1]
+    dh, dw = attr(node, "dilations", None) or [1, 1]
+    pads = attr(node, "pads", None) or [0, 0, 0, 0]
+
+    def deform(x: torch.Tensor, w: torch.Tensor, offset: torch.Tensor, b: torch.Tensor | None = None,
+               mask: torch.Tensor | None = None) -> torch.Tensor:
+        if x.dim() != 4:
+            raise NotImplementedError("DeformConv is implemented for 2-D inputs only")
+        n, c, h, wd = x.shape
+        oc, cpg, kh, kw = w.shape
+        oh, ow = offset.shape[2], offset.shape[3]
+        k = kh * kw
+        ty = (torch.arange(kh) * dh).repeat_interleave(kw)  # tap offsets, row-major taps
+        tx = (torch.arange(kw) * dw).repeat(kh)
+        by = (torch.arange(oh) * sh - pads[0]).view(1, oh, 1) + ty.view(k, 1, 1)
+        bx = (torch.arange(ow) * sw - pads[1]).view(1, 1, ow) + tx.view(k, 1, 1)
+        off = offset.reshape(n, og, k, 2, oh, ow).to(x.dtype)
+        py = (off[:, :, :, 0] + by.to(x.dtype)).reshape(n, og, -1)
+        px = (off[:, :, :, 1] + bx.to(x.dtype)).reshape(n, og, -1)
+        cols = _bilinear_taps(x.reshape(n, og, c // og, h, wd), py, px)  # (N, G, Cg, K*L)
+        if mask is not None:
+            cols = cols * mask.reshape(n, og, 1, -1).to(x.dtype)
+        cols = cols.reshape(n, group, cpg * k, oh * ow)
+        y = torch.matmul(w.reshape(group, oc // group, cpg * k), cols).reshape(n, oc, oh, ow)
+        if b is not None:
+            y = y + b.view(1, -1, 1, 1)
+        return y
+
+    return deform
+
+
 KERNELS: dict[str, Factory] = {
     "Conv": _conv,
     "ConvTranspose": _conv_transpose,
     "LRN": _lrn,
+    "DeformConv": _deform_conv,
 }

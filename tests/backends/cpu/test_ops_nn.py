@@ -141,6 +141,24 @@ def test_conv_transpose(case: int, bias: bool) -> None:
     compare("ConvTranspose", inputs, attrs, consts=("w", "b"))
 
 
+@pytest.mark.parametrize("with_mask", [True, False])
+@pytest.mark.parametrize("attrs", [
+    {},
+    {"pads": [1, 0, 2, 1], "strides": [2, 1], "dilations": [1, 2]},
+    {"group": 2, "offset_group": 2, "pads": [1, 1, 1, 1]},
+])
+def test_deform_conv(attrs: dict[str, Any], with_mask: bool) -> None:
+    x, w = rand(2, 4, 6, 7), rand(6, 4 // attrs.get("group", 1), 3, 2, seed=1)
+    s, d, p = attrs.get("strides", [1, 1]), attrs.get("dilations", [1, 1]), attrs.get("pads", [0] * 4)
+    oh = (6 + p[0] + p[2] - (d[0] * 2 + 1)) // s[0] + 1
+    ow = (7 + p[1] + p[3] - (d[1] * 1 + 1)) // s[1] + 1
+    og = attrs.get("offset_group", 1)
+    offset = rand(2, og * 2 * 6, oh, ow, seed=3) * 1.5  # some taps land outside the input
+    mask = np.abs(rand(2, og * 6, oh, ow, seed=4)) if with_mask else None
+    compare("DeformConv", [("x", x), ("w", w), ("o", offset), ("b", rand(6, seed=2)), ("m", mask)],
+            attrs, opset=19)
+
+
 @pytest.mark.parametrize("size", [1, 3, 5])
 def test_lrn(size: int) -> None:
     compare("LRN", [("x", rand(2, 7, 3, 4))], {"size": size, "alpha": 0.01, "beta": 0.6, "bias": 1.5})
