@@ -28,6 +28,7 @@ from tensorkiln.backends.cpu import (
     ops_rnn,
     ops_sample,
     ops_select,
+    ops_signal,
     ops_tensor,
 )
 from tensorkiln.backends.cpu.base import Factory
@@ -55,6 +56,7 @@ FAMILIES: list[tuple[str, dict[str, Factory]]] = [
     ("", ops_fused.KERNELS),
     ("", ops_attention.KERNELS),
     ("", ops_loss.KERNELS),
+    ("", ops_signal.KERNELS),
 ]
 
 
