@@ -31,6 +31,8 @@ RANGES: dict[DType, tuple[int, int]] = {
     DType.INT16: (-32768, 32767),
 }
 
+_TORCH_RANGES = {dt.to_torch(): r for dt, r in RANGES.items()}
+
 
 def expand_param(t: torch.Tensor, xshape: Sequence[int], axis: int, block: int) -> torch.Tensor:
     """Scale / zero point made broadcastable to x (per-tensor, per-axis or blocked)."""
@@ -104,9 +106,11 @@ def _quantize(node: Node, ctx: object) -> Kernel:
         q = torch.round(q)
         if q.dtype != torch.float64:
             q = q.to(torch.float32)
-        if z is not None:
-            q = q + zp_fn(z, xs).to(q.dtype)
-        return q.clamp_(lo, hi).to(torch.int32).to(out_dt)
+        if z is None:
+            return q.clamp_(lo, hi).to(torch.int32).to(out_dt)
+        q = q + zp_fn(z, xs).to(q.dtype)
+        zlo, zhi = _TORCH_RANGES.get(z.dtype, (lo, hi))  # the zero point's type rules
+        return q.clamp_(zlo, zhi).to(torch.int32).to(z.dtype)
 
     return quantize
 
