@@ -89,11 +89,14 @@ def _source_coords(spec: ResizeSpec, n_in: int, n_out: int, scale: float, roi: t
     if c == "asymmetric":
         return y / scale
     if c == "tf_crop_and_resize":
+        # the roi arithmetic happens in float32, like the reference and onnxruntime
+        r0, r1 = np.float32(roi[0]), np.float32(roi[1])
+        d = float(r1 - r0)
         if out_w == 1:
-            x = np.full(n_out, (roi[1] - roi[0]) * (n_in - 1) / 2)
+            x = np.full(n_out, float(np.float32(d * (n_in - 1)) / np.float32(2)))
         else:
-            x = y * (roi[1] - roi[0]) * (n_in - 1) / (out_w - 1)
-        return x + roi[0] * (n_in - 1)
+            x = y * d * (n_in - 1) / (out_w - 1)
+        return x + float(r0 * np.float32(n_in - 1))
     if c == "pytorch_half_pixel":
         return np.full(n_out, -0.5) if out_w == 1 else (y + 0.5) / scale - 0.5
     if c == "half_pixel":
@@ -113,6 +116,9 @@ class Plan:
 
 def make_plan(spec: ResizeSpec, n_in: int, n_out: int, scale: float, roi: tuple[float, float]) -> Plan:
     x = _source_coords(spec, n_in, n_out, scale, roi)
+    # float64 fuzz must not move a coordinate off an integer (float32 math lands on it)
+    xr = np.rint(x)
+    x = np.where(np.abs(x - xr) < 1e-9, xr, x)
     xi = np.floor(x).astype(np.int64)
     extrap = None
     if spec.coord == "tf_crop_and_resize":
@@ -133,19 +139,13 @@ def make_plan(spec: ResizeSpec, n_in: int, n_out: int, scale: float, roi: tuple[
             pick = np.where(frac > 0.5, xi + 1, xi)
         idx = np.clip(pick.astype(np.int64), 0, n_in - 1)
         return Plan(torch.from_numpy(idx), None, extrap)
-    ratio = np.where(x == xi, 1.0, x - xi)
+    # ratio in (0, 1]: an integer coordinate counts as the right end of the cell to its left
+    integer = x == xi
+    ratio = np.where(integer, 1.0, x - xi)
+    base = np.where(integer, xi - 1, xi)
     w = _coeffs(spec, ratio, scale)
-    n = w.shape[1]
-    pad = (n + 1) // 2
-    xp = x + pad
-    pp = np.floor(xp).astype(np.int64)
-    fr = xp - pp
-    if n % 2 == 0:
-        off = np.where(fr == 0, -(n // 2), -(n // 2) + 1)
-    else:
-        base = -((n - 1) // 2)
-        off = np.where(fr <= 0.5, base, base + 1)
-    nb = (pp + off)[:, None] + np.arange(n)[None, :] - pad
+    n = w.shape[1]  # always even: the taps are base + 1 - n/2 ... base + n/2
+    nb = base[:, None] + (1 - n // 2) + np.arange(n)[None, :]
     if spec.exclude_outside:
         w = np.where((nb < 0) | (nb >= n_in), 0.0, w)
         tot = w.sum(axis=1, keepdims=True)
@@ -291,6 +291,9 @@ class Resizer:
         mode = {3: "linear", 4: "bilinear", 5: "trilinear"}[r] if spec.mode == "linear" else "bicubic"
         align = coord == "align_corners"
         if align:
+            # ONNX divides by (scale * in - 1), torch by (out - 1): equal only when scale * in == out
+            if any(s * x.shape[a] != o for a, s, o, _ in todo):
+                return None
             return F.interpolate(x, size=size, mode=mode, align_corners=True)
         # half_pixel uses the given scale: torch takes 1/scale_factor when it is passed
         # without recomputation (and the output size must then be floor(in * scale)).
