@@ -12,6 +12,7 @@ from tensorkiln.backends.cpu import (
     ops_cast,
     ops_control,
     ops_elementwise,
+    ops_extra,
     ops_fused,
     ops_image,
     ops_index,
@@ -57,6 +58,7 @@ FAMILIES: list[tuple[str, dict[str, Factory]]] = [
     ("", ops_attention.KERNELS),
     ("", ops_loss.KERNELS),
     ("", ops_signal.KERNELS),
+    ("", ops_extra.KERNELS),
 ]
 
 
