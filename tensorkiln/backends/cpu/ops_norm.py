@@ -177,7 +177,7 @@ def _layernorm(node: Node, ctx: object) -> Kernel:
         w = _norm_shape(node, s, nshape, r)
         bb = _norm_shape(node, b, nshape, r)
         wide = w is None or (b is not None and bb is None)
-        if wide or n_out > 1 or xin is not x:
+        if w is None or wide or n_out > 1 or xin is not x:
             y, mean, rstd = torch.native_layer_norm(xin, nshape, None, None, eps)
             y = y.to(x.dtype) * s.to(x.dtype)
             if b is not None:
