@@ -58,7 +58,7 @@ def engine_to_bytes(engine: Engine) -> bytes:
     }
     hbytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
     # safetensors needs unique, non-empty keys; zero-dim arrays are fine
-    wbytes = save({k: np.ascontiguousarray(v) for k, v in weights.items()}) if weights else b""
+    wbytes = save({k: np.require(v, requirements="C") for k, v in weights.items()}) if weights else b""
     body = b"".join([
         MAGIC, _U32.pack(FORMAT_VERSION), _U64.pack(len(hbytes)), hbytes,
         _U64.pack(len(wbytes)), wbytes,

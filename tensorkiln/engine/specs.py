@@ -45,6 +45,8 @@ def to_tensor(name: str, x: Any) -> torch.Tensor:
             x = np.asarray(x)
         except Exception as e:
             raise FeedError(f"input {name!r}: cannot convert {type(x).__name__} to an array: {e}") from None
+    if x.dtype.name == "bfloat16":  # ml_dtypes' bfloat16: same bits as torch.bfloat16
+        return torch.from_numpy(np.require(x, requirements="C").view(np.int16)).view(torch.bfloat16)
     if x.dtype == object or x.dtype.kind in "USV":
         raise FeedError(f"input {name!r}: got a {x.dtype} array; string/object tensors are not supported")
     if not x.dtype.isnative:

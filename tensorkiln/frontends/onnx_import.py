@@ -99,8 +99,8 @@ def _type_of(tp: onnx.TypeProto) -> tuple[DType | None, tuple[Any, ...] | None]:
         return dtype, None
     dims: list[Any] = []
     for d in tt.shape.dim:
-        if d.HasField("dim_value"):
-            dims.append(int(d.dim_value))
+        if d.HasField("dim_value") and d.dim_value >= 0:
+            dims.append(int(d.dim_value))  # a negative size (Paddle writes -1) means dynamic
         elif d.HasField("dim_param") and d.dim_param:
             dims.append(d.dim_param)
         else:
@@ -115,7 +115,7 @@ def _tensor_to_numpy(t: onnx.TensorProto, where: str) -> np.ndarray:
         raise ModelError(f"cannot decode tensor {t.name!r} ({where}): {e}") from None
     if arr.dtype == object:
         return arr  # string tensors: kept, rejected later by kernels that meet them
-    return np.ascontiguousarray(arr)
+    return np.require(arr, requirements="C")
 
 
 def attr_value(a: onnx.AttributeProto, where: str) -> Any:

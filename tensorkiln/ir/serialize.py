@@ -37,7 +37,7 @@ class _Writer:
     def tensor(self, arr: np.ndarray, key: str) -> dict[str, str]:
         if arr.dtype == object:
             raise EngineFileError("string tensors cannot be stored in an engine file")
-        self.weights[key] = np.ascontiguousarray(arr)
+        self.weights[key] = np.require(arr, requirements="C")
         return {_TENSOR_KEY: key}
 
     def attr(self, v: Any, key: str) -> Any:

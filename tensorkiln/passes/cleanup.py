@@ -81,7 +81,7 @@ def fold_constants(graph: Graph) -> bool:
             continue
         graph.remove_node(node)
         for v, r in zip(node.outputs, results):
-            arr = np.ascontiguousarray(r.detach().contiguous().numpy().copy())
+            arr = np.require(r.detach().contiguous().numpy().copy(), requirements="C")
             v.const = arr
             v.producer = None
             v.shape = tuple(arr.shape)

@@ -174,7 +174,7 @@ def attention(node: Node, ctx: BuildContext) -> Kernel:
 
     def kernel(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
                ) -> torch.Tensor:
-        if mask is not None and mask.dtype != q.dtype:
+        if (mask is not None and (mask.dtype != q.dtype or mask.dim() < 2)) or q.dim() < 3 or kt.dim() < 3:
             # an additive mask of another dtype: compute exactly as the graph did
             s = torch.matmul(q, kt) * scale + mask
             return torch.matmul(torch.softmax(s, dim=-1), v)
