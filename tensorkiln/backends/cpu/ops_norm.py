@@ -211,10 +211,16 @@ def _rmsnorm(node: Node, ctx: object) -> Kernel:
 
 def _mvn(node: Node, ctx: object) -> Kernel:
     axes0 = [int(a) for a in (attr(node, "axes") or [0, 2, 3])]
+    scale_var = True
+    if node.opset < 9:  # MVN-1, reduced the way onnxruntime does: over the batch too
+        axes0 = [0, 1, 2, 3] if int(attr(node, "across_channels", 0)) else [0, 2, 3]
+        scale_var = bool(attr(node, "normalize_variance", 1))
 
     def mvn(x: torch.Tensor) -> torch.Tensor:
         r = x.dim()
         axes = tuple(a + r if a < 0 else a for a in axes0)
+        if not scale_var:
+            return x - x.mean(axes, keepdim=True)
         var, mean = torch.var_mean(x, axes, correction=0, keepdim=True)
         return (x - mean) / (torch.sqrt(var) + 1e-9)
     return mvn

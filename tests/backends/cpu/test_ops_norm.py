@@ -115,6 +115,13 @@ def test_mvn() -> None:
     compare("MeanVarianceNormalization", [("x", x)], {"axes": [1, -1]})
 
 
+@pytest.mark.parametrize("across", [0, 1])
+@pytest.mark.parametrize("norm_var", [0, 1])
+def test_mvn_opset1(across: int, norm_var: int) -> None:
+    compare("MeanVarianceNormalization", [("x", rand(2, 3, 4, 5))],
+            {"across_channels": across, "normalize_variance": norm_var}, opset=8)
+
+
 @pytest.mark.parametrize("p", [1, 2])
 @pytest.mark.parametrize("axis", [-1, 0, 1])
 def test_lpnorm(p: int, axis: int) -> None:
