@@ -3,8 +3,8 @@
 Two paths per node:
 
 * **fast**: torch's fused ATen recurrences (``torch._VF.lstm`` / ``gru`` / ``rnn_tanh`` /
-  ``rnn_relu``; for sequences of at most ``_CELL_MAX_STEPS`` steps the fused cells
-  ``torch.lstm_cell`` etc., one call per step) when the node uses the default
+  ``rnn_relu``; for short sequences the fused cells ``torch.lstm_cell`` etc., one call
+  per step, see ``_use_cells``) when the node uses the default
   activations (RNN: Tanh or Relu), no clip, no peepholes (or all-zero constant ones), no
   ``input_forget``, GRU with ``linear_before_reset=1``, and every sequence is full length
   (checked per call). Weights are reordered to torch's gate order (LSTM iofc -> ifgo,
@@ -44,9 +44,18 @@ from tensorkiln.ir import Node
 
 # onnx gate blocks -> torch gate blocks
 _TORCH_ORDER = {"LSTM": [0, 2, 3, 1], "GRU": [1, 0, 2], "RNN": [0]}
-# up to this many steps, one fused ATen cell call per step beats the whole-sequence op
-# (whose oneDNN LSTM repacks the weights on every call)
-_CELL_MAX_STEPS = 3
+# Short sequences run one fused ATen cell call per step: the whole-sequence op (oneDNN
+# for float32 LSTM) has a per-call cost that grows with the weights (measured, 1 thread:
+# H=500 about 6 ms, H=64 about 0.1 ms), a cell call costs tens of microseconds. Cells
+# are used up to max(3, weight elements per direction / _CELL_ELEMS_PER_STEP) steps.
+_CELL_MIN_STEPS = 3
+_CELL_ELEMS_PER_STEP = 250_000
+
+
+def _use_cells(w: Weights, T: int) -> bool:
+    assert w.fast is not None
+    elems = w.fast[0].numel() + w.fast[1].numel()
+    return T <= max(_CELL_MIN_STEPS, elems // _CELL_ELEMS_PER_STEP)
 
 
 def _reorder(t: torch.Tensor, order: list[int], hidden: int) -> torch.Tensor:
@@ -129,7 +138,7 @@ def _run_fast(op: str, fn_key: str, w: Weights, dirs: list[str], x: torch.Tensor
               h0: torch.Tensor, c0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, Any]:
     """x [T, B, I]; h0/c0 [ndir, B, H]; returns Y [T, ndir, B, H], Y_h, Y_c."""
     assert w.fast is not None
-    if x.shape[0] <= _CELL_MAX_STEPS:
+    if _use_cells(w, x.shape[0]):
         return _run_cells(op, fn_key, w, dirs, x, h0, c0)
     fn = _FAST_FN[fn_key]
     hx: Any = (h0.contiguous(), c0.contiguous()) if op == "LSTM" else h0.contiguous()
