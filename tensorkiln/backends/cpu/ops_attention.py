@@ -92,6 +92,8 @@ def _attention(node: Node, ctx: BuildContext) -> Kernel:
         sm_dtype = _SOFTMAX_PRECISIONS[int(sp)]
     windowed = left >= 0 or right >= 0
     want_qk = n_out >= 4
+    # torch's fused attention when no intermediate is wanted and nothing changes the math
+    fast_ok = not want_qk and softcap <= 0
 
     def k(
         Q: Tensor,
@@ -117,6 +119,7 @@ def _attention(node: Node, ctx: BuildContext) -> Kernel:
             raise ValueError(f"Q, K, V must all be 3-D or 4-D, got ranks {Q.dim()}, {K.dim()}, {V.dim()}")
         dt = Q.dtype
         b, hq, q_len, d = Q.shape
+        fast = fast_ok and dt in (torch.float32, torch.float64) and (sm_dtype is None or sm_dtype == dt)
         s = (1.0 / math.sqrt(d)) if scale_attr is None else float(scale_attr)
         s_sqrt = torch.tensor(math.sqrt(s), dtype=dt)
 
@@ -125,6 +128,17 @@ def _attention(node: Node, ctx: BuildContext) -> Kernel:
             V = torch.cat((past_v, V), 2)  # type: ignore[arg-type]
         present_k, present_v = K, V
         kv_len = K.shape[2]
+        # grouped-query heads: each KV head serves hq / hkv consecutive query heads
+        hkv = K.shape[1]
+        if hq != hkv and (hq % hkv or V.shape[1] != hkv):
+            raise ValueError(f"{hq} query heads cannot share {hkv} key/value heads")
+
+        if fast and is_causal and mask is None and nonpad is None and past_k is None and not windowed:
+            # plain top-left causal mask (offset 0): the fused kernel builds it itself
+            y = F.scaled_dot_product_attention(Q, K, V, is_causal=True, scale=s, enable_gqa=hq != hkv)
+            if three_d:
+                y = y.transpose(1, 2).reshape(b, q_len, -1)
+            return y if n_out == 1 else (y, present_k, present_v)[:n_out]
 
         # ---- the additive bias (None: nothing masked)
         bias: Tensor | None = None
@@ -161,11 +175,22 @@ def _attention(node: Node, ctx: BuildContext) -> Kernel:
             pad_bias = _neg_inf_where(valid, dt).reshape(b, 1, 1, kv_len)
             bias = pad_bias if bias is None else bias + pad_bias
 
-        # ---- grouped-query heads: each KV head serves hq / hkv consecutive query heads
-        hkv = K.shape[1]
+        fully_masked = None
+        if bias is not None:
+            fully_masked = torch.isneginf(bias.amax(-1, keepdim=True))
+            if not bool(fully_masked.any()):
+                fully_masked = None
+
+        if fast:
+            # fused kernel (same math; scale applied once instead of sqrt on Q and K)
+            y = F.scaled_dot_product_attention(Q, K, V, attn_mask=bias, scale=s, enable_gqa=hq != hkv)
+            if fully_masked is not None:
+                y = torch.where(fully_masked, torch.zeros((), dtype=dt), y)
+            if three_d:
+                y = y.transpose(1, 2).reshape(b, q_len, -1)
+            return y if n_out == 1 else (y, present_k, present_v)[:n_out]
+
         if hq != hkv:
-            if hq % hkv or V.shape[1] != hkv:
-                raise ValueError(f"{hq} query heads cannot share {hkv} key/value heads")
             K = K.repeat_interleave(hq // hkv, dim=1)
             V = V.repeat_interleave(hq // hkv, dim=1)
 
@@ -184,10 +209,8 @@ def _attention(node: Node, ctx: BuildContext) -> Kernel:
         if sm_dtype is not None and sm_dtype != dt:
             logits = logits.to(sm_dtype)
         probs = _softmax_guarded(logits)
-        if bias is not None:
-            fully_masked = torch.isneginf(bias.amax(-1, keepdim=True))
-            if bool(fully_masked.any()):
-                probs = torch.where(fully_masked, torch.zeros((), dtype=probs.dtype), probs)
+        if fully_masked is not None:
+            probs = torch.where(fully_masked, torch.zeros((), dtype=probs.dtype), probs)
         probs = probs.to(dt)
         if want_qk and mode == 3:
             qk_out = probs
