@@ -138,6 +138,8 @@ def engine_from_bytes(data: bytes, where: str = "engine") -> Engine:
     header, wbytes = read_header(data, where)
     try:
         weights = load(wbytes) if wbytes else {}
+        # own, writable copies: the kernels share them instead of copying again
+        weights = {k: np.require(v, requirements=["C", "W", "A"]) for k, v in weights.items()}
     except Exception as e:
         raise EngineFileError(f"{where}: the weights section is unreadable: {e}") from None
     graph = graph_from_dict(header["ir"], weights)

@@ -115,7 +115,7 @@ def _tensor_to_numpy(t: onnx.TensorProto, where: str) -> np.ndarray:
         raise ModelError(f"cannot decode tensor {t.name!r} ({where}): {e}") from None
     if arr.dtype == object:
         return arr  # string tensors: kept, rejected later by kernels that meet them
-    return np.require(arr, requirements="C")
+    return np.require(arr, requirements=["C", "W", "A"])  # writable: shared with the kernels, not copied
 
 
 def attr_value(a: onnx.AttributeProto, where: str) -> Any:

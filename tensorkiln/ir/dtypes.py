@@ -44,8 +44,10 @@ class DType(enum.Enum):
         try:
             return DType(code)
         except ValueError:
-            from tensorkiln.errors import ModelError
+            from tensorkiln.errors import ModelError, UnsupportedOpError
 
+            if 0 < code < 64:  # a type newer ONNX versions define (int2, float8e8m0, …)
+                raise UnsupportedOpError(f"ONNX element type code {code} is not supported") from None
             raise ModelError(f"unknown ONNX element type code {code}") from None
 
     @staticmethod

@@ -64,6 +64,8 @@ def _is_candidate(node: Node) -> str | None:
         return f"Conv is {w.const.ndim - 2}-D; FusedConv takes 2-D convolutions"
     if len(node.inputs) > 2 and node.inputs[2] is not None and node.inputs[2].const is None:
         return "Conv bias is not a constant"
+    if node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID", ""):
+        return f"auto_pad={node.attrs['auto_pad']} pads depend on the input size"
     return None
 
 

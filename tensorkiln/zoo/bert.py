@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tensorkiln.zoo.weights import gaussian_init
+from tensorkiln.zoo.weights import gaussian_init, uninitialized
 
 VOCAB = 30522
 MAX_POSITIONS = 512
@@ -98,7 +98,7 @@ class Bert(nn.Module):
 
 
 def build_bert() -> nn.Module:
-    model = Bert()
+    model = uninitialized(Bert)
     # gain 1: query/key entries have unit variance, so softmax is neither flat nor one-hot
     gaussian_init(model, seed=6, gain=1.0, bias_std=0.02, embedding_std=0.02)
     return model.eval()

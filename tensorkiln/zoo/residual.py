@@ -8,11 +8,13 @@ and ReLU6.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
 from tensorkiln.zoo.vision import calibration_images
-from tensorkiln.zoo.weights import calibrate_batchnorm, gaussian_init
+from tensorkiln.zoo.weights import calibrate_batchnorm, gaussian_init, uninitialized
 
 
 def _conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
@@ -88,7 +90,7 @@ class InvertedResidual(nn.Module):
 
 class MobileNetV2(nn.Module):
     # expansion t, output channels c, repeats n, first stride s
-    SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+    SETTINGS: ClassVar[list[tuple[int, int, int, int]]] = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
                 (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]  # fmt: skip
 
     def __init__(self, num_classes: int = 1000) -> None:
@@ -109,14 +111,14 @@ class MobileNetV2(nn.Module):
 
 
 def build_resnet50() -> nn.Module:
-    model = ResNet50()
+    model = uninitialized(ResNet50)
     gaussian_init(model, seed=3)
     calibrate_batchnorm(model, calibration_images(seed=103), seed=203)
     return model.eval()
 
 
 def build_mobilenetv2() -> nn.Module:
-    model = MobileNetV2()
+    model = uninitialized(MobileNetV2)
     gaussian_init(model, seed=5)
     calibrate_batchnorm(model, calibration_images(seed=105), seed=205)
     return model.eval()

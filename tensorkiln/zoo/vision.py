@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tensorkiln.zoo.weights import calibrate_batchnorm, gaussian_init
+from tensorkiln.zoo.weights import calibrate_batchnorm, gaussian_init, uninitialized
 
 
 class AlexNet(nn.Module):
@@ -91,9 +91,7 @@ class ConvBNReLU(nn.Sequential):
 class Inception(nn.Module):
     """Four parallel branches concatenated on channels: 1x1 | 1x1-3x3 | 1x1-5x5 | pool-1x1."""
 
-    def __init__(
-        self, cin: int, c1: int, c3r: int, c3: int, c5r: int, c5: int, pool_proj: int
-    ) -> None:
+    def __init__(self, cin: int, c1: int, c3r: int, c3: int, c5r: int, c5: int, pool_proj: int) -> None:
         super().__init__()
         self.b1 = ConvBNReLU(cin, c1, 1)
         self.b2 = nn.Sequential(ConvBNReLU(cin, c3r, 1), ConvBNReLU(c3r, c3, 3))
@@ -142,19 +140,19 @@ def calibration_images(seed: int, batch: int = 2) -> torch.Tensor:
 
 
 def build_alexnet() -> nn.Module:
-    model = AlexNet()
+    model = uninitialized(AlexNet)
     gaussian_init(model, seed=1)
     return model.eval()
 
 
 def build_vgg19() -> nn.Module:
-    model = VGG(_VGG19)
+    model = uninitialized(lambda: VGG(_VGG19))
     gaussian_init(model, seed=4)
     return model.eval()
 
 
 def build_googlenet() -> nn.Module:
-    model = GoogLeNet()
+    model = uninitialized(GoogLeNet)
     gaussian_init(model, seed=2)
     calibrate_batchnorm(model, calibration_images(seed=102), seed=202)
     return model.eval()

@@ -78,10 +78,11 @@ def has_input(node: Node, i: int) -> bool:
 
 
 def torch_const(arr: np.ndarray) -> torch.Tensor:
-    """A torch tensor holding a copy of a constant (writable, contiguous)."""
+    """A torch tensor over a constant's memory (shared when the array is contiguous and writable,
+    so weights are held once). Kernels never write into their inputs, so sharing is safe."""
     if arr.dtype == object:
         raise UnsupportedOpError("string tensors are not supported on the CPU backend")
-    return torch.from_numpy(np.array(arr, copy=True))
+    return torch.from_numpy(np.require(arr, requirements=["C", "W", "A"]))
 
 
 def torch_dtype(dt: DType | str | int) -> torch.dtype:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tensorkiln.backends.cpu.base import BuildContext, Factory, Kernel, const_input, unsupported
+from tensorkiln.backends.cpu.base import BuildContext, Factory, Kernel, const_input, torch_const, unsupported
 from tensorkiln.ir import Node
 
 # activation name → (python function, oneDNN post-op name, oneDNN scalars, oneDNN algorithm)
@@ -61,9 +61,9 @@ def fused_conv(node: Node, ctx: BuildContext) -> Kernel:
     w_np = const_input(node, 1)
     if w_np is None:
         raise unsupported(node, "FusedConv needs a constant weight")
-    w = torch.from_numpy(w_np.copy())
+    w = torch_const(w_np)
     b_np = const_input(node, 2)
-    b = torch.from_numpy(b_np.copy()) if b_np is not None else None
+    b = torch_const(b_np) if b_np is not None else None
     strides, dil, pads, group, k = _conv_geometry(node, w)
     nd = len(k)
     act, post, scalars, algo = make_activation(node.attrs.get("activation", ""),
@@ -122,9 +122,9 @@ def fused_gemm(node: Node, ctx: BuildContext) -> Kernel:
     w_np = const_input(node, 1)
     if w_np is None:
         raise unsupported(node, "FusedGemm needs a constant weight")
-    w = torch.from_numpy(w_np.copy())
+    w = torch_const(w_np)
     b_np = const_input(node, 2)
-    b = torch.from_numpy(b_np.copy()) if b_np is not None else None
+    b = torch_const(b_np) if b_np is not None else None
     act, _, _, _ = make_activation(node.attrs.get("activation", ""), list(node.attrs.get("activation_params", [])))
     linear = F.linear
 
@@ -151,8 +151,8 @@ def gelu(node: Node, ctx: BuildContext) -> Kernel:
 def layer_norm(node: Node, ctx: BuildContext) -> Kernel:
     eps = float(node.attrs.get("epsilon", 1e-5))
     g_np, b_np = const_input(node, 1), const_input(node, 2)
-    gamma = torch.from_numpy(g_np.copy()) if g_np is not None else None
-    beta = torch.from_numpy(b_np.copy()) if b_np is not None else None
+    gamma = torch_const(g_np) if g_np is not None else None
+    beta = torch_const(b_np) if b_np is not None else None
 
     def kernel(x: torch.Tensor, _g: Any = None, _b: Any = None) -> torch.Tensor:
         n = x.shape[-1]
