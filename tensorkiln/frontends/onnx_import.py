@@ -101,8 +101,8 @@ def _type_of(tp: onnx.TypeProto) -> tuple[DType | None, tuple[Any, ...] | None]:
     for d in tt.shape.dim:
         if d.HasField("dim_value") and d.dim_value >= 0:
             dims.append(int(d.dim_value))  # a negative size (Paddle writes -1) means dynamic
-        elif d.HasField("dim_param") and d.dim_param:
-            dims.append(d.dim_param)
+        elif d.HasField("dim_param") and d.dim_param and d.dim_param not in ("?", "-1", "None"):
+            dims.append(d.dim_param)  # "?" (Paddle) means unknown, not one shared symbol
         else:
             dims.append(None)
     return dtype, tuple(dims)
