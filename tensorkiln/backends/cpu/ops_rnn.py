@@ -108,6 +108,14 @@ _CELL_FN = {
 }
 
 
+def _cast(t: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
+    return t if t.dtype == dt else t.to(dt)
+
+
+def _stack(ts: list[torch.Tensor], dim: int = 0) -> torch.Tensor:
+    return ts[0].unsqueeze(dim) if len(ts) == 1 else torch.stack(ts, dim)
+
+
 def _run_cells(op: str, fn_key: str, w: Weights, dirs: list[str], x: torch.Tensor,
                h0: torch.Tensor, c0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, Any]:
     """Like ``_run_fast``, one fused cell call per step (short sequences)."""
@@ -127,11 +135,11 @@ def _run_cells(op: str, fn_key: str, w: Weights, dirs: list[str], x: torch.Tenso
             else:
                 h = cell(x[t], h, w_ih, w_hh, b_ih, b_hh)
             out[t] = h
-        ys.append(torch.stack(out))
+        ys.append(_stack(out))
         hs.append(h)
         cs.append(c)
-    Yc = torch.stack(cs) if c0 is not None else None  # type: ignore[arg-type]
-    return torch.stack(ys, 1), torch.stack(hs), Yc
+    Yc = _stack(cs) if c0 is not None else None  # type: ignore[arg-type]
+    return _stack(ys, 1), _stack(hs), Yc
 
 
 def _run_fast(op: str, fn_key: str, w: Weights, dirs: list[str], x: torch.Tensor,
@@ -214,7 +222,7 @@ def _rnn_factory(node: Node, ctx: BuildContext) -> Kernel:
         w = pre.get(cdt)
         if w is None:
             w = _prep(op, W, R, B, P, cdt, fast_key is not None)
-        x = X.to(cdt)
+        x = _cast(X, cdt)
         if layout:
             x = x.transpose(0, 1)
         T, Bn = x.shape[0], x.shape[1]
@@ -222,7 +230,7 @@ def _rnn_factory(node: Node, ctx: BuildContext) -> Kernel:
         if init_h is None:
             h0 = x.new_zeros((ndir, Bn, hidden))
         else:
-            h0 = init_h.to(cdt)
+            h0 = _cast(init_h, cdt)
             if layout:
                 h0 = h0.transpose(0, 1)
         c0 = None
@@ -230,7 +238,7 @@ def _rnn_factory(node: Node, ctx: BuildContext) -> Kernel:
             if init_c is None:
                 c0 = x.new_zeros((ndir, Bn, hidden))
             else:
-                c0 = init_c.to(cdt)
+                c0 = _cast(init_c, cdt)
                 if layout:
                     c0 = c0.transpose(0, 1)
         lens = None
@@ -264,16 +272,16 @@ def _rnn_factory(node: Node, ctx: BuildContext) -> Kernel:
                 ys.append(Yd)
                 hs.append(hd)
                 cs.append(cd)
-            Y = torch.stack(ys, 1)
-            Yh = torch.stack(hs)
-            Yc = torch.stack(cs) if op == "LSTM" else None  # type: ignore[arg-type]
+            Y = _stack(ys, 1)
+            Yh = _stack(hs)
+            Yc = _stack(cs) if op == "LSTM" else None  # type: ignore[arg-type]
         if layout:
             Y = Y.permute(2, 0, 1, 3)
             Yh = Yh.transpose(0, 1)
             if Yc is not None:
                 Yc = Yc.transpose(0, 1)
         outs = [Y, Yh, Yc][:n_out]
-        outs = [o.to(out_dt).contiguous() if o is not None else None for o in outs]
+        outs = [_cast(o, out_dt).contiguous() if o is not None else None for o in outs]
         return outs[0] if n_out == 1 else tuple(outs)
 
     return kernel
