@@ -9,7 +9,10 @@
 * ``TfIdfVectorizer`` (opset 9, integer pools only): counts n-grams of length
   ``min_gram_length``..``max_gram_length`` (n ≥ 2 also with up to ``max_skip_count``
   skipped items between members; unigrams once) and weights them by ``mode``.
-* ``ai.onnx.ml`` ``ArrayFeatureExtractor``, ``Binarizer`` and ``TreeEnsemble`` (ml opset 5).
+* ``ai.onnx.ml`` ``ArrayFeatureExtractor``, ``Binarizer`` and ``TreeEnsemble`` (ml opset 5;
+  all node modes incl. set membership, missing values tracking true, the four aggregate
+  functions; ``post_transform`` NONE only). Under MIN/MAX a target no tree reaches is 0,
+  as in onnxruntime.
 """
 
 from __future__ import annotations
@@ -254,8 +257,9 @@ def _tree_ensemble(node: Node, ctx: BuildContext) -> Kernel:
     post = int(attr(node, "post_transform", 0))
     if agg not in (0, 1, 2, 3):
         raise unsupported(node, f"aggregate_function={agg}")
-    if post not in (0, 1, 2, 3):
-        raise unsupported(node, f"post_transform={post}")
+    if post != 0:
+        # onnxruntime and ONNX's reference disagree on these; only NONE is well defined
+        raise unsupported(node, f"post_transform={post} (only 0, NONE)")
     n_nodes = len(feat)
     if not (len(splits) == len(modes) == len(t_ids) == len(f_ids) == len(t_leaf) == len(f_leaf) == n_nodes):
         raise bad_model(node, "the nodes_* attributes differ in length")
@@ -318,18 +322,11 @@ def _tree_ensemble(node: Node, ctx: BuildContext) -> Kernel:
             if agg == 0:
                 y = y / n_trees
         else:
-            info = torch.finfo(x.dtype if x.is_floating_point() else torch.float32)
-            init = info.max if agg == 2 else info.min
-            y = torch.full((n, n_targets), init, dtype=torch.float64)
+            y = torch.full((n, n_targets), math.inf if agg == 2 else -math.inf, dtype=torch.float64)
             y = y.scatter_reduce(1, tgt, wgt, "amin" if agg == 2 else "amax")
-        if post == 1:
-            y = torch.softmax(y, 1)
-        elif post == 2:
-            y = torch.sigmoid(y)
-        elif post == 3:
-            e = torch.where(y == 0, torch.zeros((), dtype=y.dtype), torch.exp(y - y.amax(1, keepdim=True)))
-            sm = e.sum(1, keepdim=True)
-            y = e / torch.where(sm == 0, torch.ones((), dtype=y.dtype), sm)
+            # a target no tree voted for is 0, as in onnxruntime
+            hits = torch.zeros((n, n_targets), dtype=torch.int64).scatter_add_(1, tgt, torch.ones_like(tgt))
+            y = torch.where(hits > 0, y, torch.zeros((), dtype=y.dtype))
         return y.to(x.dtype if x.is_floating_point() else torch.float32)
 
     return k
