@@ -9,8 +9,8 @@ LAYERS = {
     "errors": 0, "ir": 0,
     "frontends": 1, "passes": 1, "quant": 1, "backends": 1,
     "autotune": 2, "planner": 2,
-    "engine": 3,
-    "runtime": 4,
+    "runtime": 3,  # runs lowered programs; below engine so an Engine can own contexts and streams
+    "engine": 4,
     "serve": 5, "bench": 5, "zoo": 5,
     "cli": 6, "__main__": 6, "__init__": 7,
 }

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -14,6 +17,7 @@ from tensorkiln.backends.cpu.registry import REGISTRY
 from tensorkiln.engine.specs import TensorSpec, check_feeds, to_numpy
 from tensorkiln.errors import FeedError, OptionError
 from tensorkiln.ir import Graph
+from tensorkiln.runtime import ExecutionContext, ProfileSet, StreamPool, auto_streams
 
 
 @dataclass
@@ -25,6 +29,9 @@ class BuildConfig:
     layout: bool = True  # let convolution regions run channels-last (oneDNN); False keeps NCHW
     planner: bool = True  # release each intermediate after its last reader; False keeps all alive
     threads: int | None = None  # intra-op threads; None = torch's default (all cores)
+    streams: int | str = 1  # CPU streams (throughput mode): N groups of cores/N threads, or "auto"
+    # optimization profiles: {"input": {"min": shape, "opt": shape, "max": shape}} or a list of them
+    shapes: Any = None
     passes_disabled: list[str] = field(default_factory=list)
 
     @staticmethod
@@ -36,6 +43,8 @@ class BuildConfig:
         cfg = BuildConfig(**options)
         if cfg.threads is not None and (not isinstance(cfg.threads, int) or cfg.threads < 1):
             raise OptionError(f"threads must be a positive integer, got {cfg.threads!r}")
+        if cfg.streams != "auto" and (not isinstance(cfg.streams, int) or cfg.streams < 1):
+            raise OptionError(f"streams must be a positive integer or 'auto', got {cfg.streams!r}")
         return cfg
 
     def to_json(self) -> dict[str, Any]:
@@ -63,21 +72,72 @@ class Engine:
         )
         if config.threads is not None:
             torch.set_num_threads(config.threads)
+        self.profiles = ProfileSet.parse(config.shapes, [s.name for s in self.inputs])
+        self.streams = auto_streams(self.weight_bytes()) if config.streams == "auto" else int(config.streams)
+        self._pool: StreamPool | None = None
+        self._pool_lock = threading.Lock()
 
     # ------------------------------------------------------------------ run
+    def _prepare(self, feeds: Mapping[str, Any]) -> list[torch.Tensor]:
+        tensors = check_feeds(self.inputs, feeds)
+        if self.profiles is not None:
+            self.profiles.check([s.name for s in self.inputs], [tuple(t.shape) for t in tensors])
+        return tensors
+
+    def _stream_pool(self) -> StreamPool:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = StreamPool(self._program, self.streams,
+                                        None if self.streams > 1 else self.config.threads)
+            return self._pool
+
     def run(
         self,
         feeds: Mapping[str, Any],
         *,
         output_names: Sequence[str] | None = None,
         as_torch: bool = False,
+        outputs: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Run the engine. ``feeds`` maps input names to numpy arrays or torch tensors.
+        """Run the engine. ``feeds`` maps input names to numpy arrays, torch tensors or DLPack
+        producers. Safe to call from many threads at once.
 
-        Returns a dict of output name → numpy array (or torch tensor with ``as_torch``).
+        Returns a dict of output name → numpy array (or torch tensor with ``as_torch``). With
+        ``outputs={name: buffer}`` results are written into the caller's numpy/torch buffers.
         """
-        tensors = check_feeds(self.inputs, feeds)
-        results = self._program(tensors)
+        tensors = self._prepare(feeds)
+        if self.streams > 1 and not threading.current_thread().name.startswith("tensorkiln-stream-"):
+            return self._stream_pool().submit(
+                tensors, lambda r: self._finish(tensors, r, output_names, as_torch, outputs)).result()
+        return self._finish(tensors, self._program(tensors), output_names, as_torch, outputs)
+
+    __call__ = run
+
+    def submit(self, feeds: Mapping[str, Any], *, output_names: Sequence[str] | None = None,
+               as_torch: bool = False) -> Future[dict[str, Any]]:
+        """Queue a run on the engine's streams; returns a ``concurrent.futures.Future``."""
+        tensors = self._prepare(feeds)
+        return self._stream_pool().submit(tensors, lambda r: self._finish(tensors, r, output_names, as_torch, None))
+
+    async def run_async(self, feeds: Mapping[str, Any], *, output_names: Sequence[str] | None = None,
+                        as_torch: bool = False) -> dict[str, Any]:
+        """``await engine.run_async(feeds)`` from asyncio code; the event loop is never blocked."""
+        return await asyncio.wrap_future(self.submit(feeds, output_names=output_names, as_torch=as_torch))
+
+    def create_context(self, threads: int | None = None) -> EngineContext:
+        """A new execution context sharing this engine's weights (one per thread)."""
+        return EngineContext(self, ExecutionContext(self._program, threads))
+
+    def close(self) -> None:
+        """Stop the stream workers (they are daemon threads; this is optional)."""
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+    def _finish(self, tensors: list[torch.Tensor], results: list[torch.Tensor],
+                output_names: Sequence[str] | None, as_torch: bool,
+                buffers: Mapping[str, Any] | None) -> dict[str, Any]:
         in_ptrs = {t.untyped_storage().data_ptr() for t in tensors if t.numel() > 0}
         out: dict[str, Any] = {}
         wanted = set(output_names) if output_names is not None else None
@@ -95,10 +155,15 @@ class Engine:
                 ptr = t.untyped_storage().data_ptr()
                 if ptr in self._protected_ptrs or ptr in in_ptrs:
                     t = t.clone()  # never hand out the engine's weights or the caller's input
+            if buffers is not None and spec.name in buffers:
+                out[spec.name] = _write_into(spec.name, buffers[spec.name], t)
+                continue
             out[spec.name] = t if as_torch else to_numpy(t)
+        if buffers is not None:
+            unknown = set(buffers) - {s.name for s in self.outputs}
+            if unknown:
+                raise FeedError(f"outputs= names unknown output(s) {sorted(unknown)}")
         return out
-
-    __call__ = run
 
     # ------------------------------------------------------------- describe
     @property
@@ -139,3 +204,25 @@ class Engine:
         ins = ", ".join(str(s) for s in self.inputs)
         outs = ", ".join(str(s) for s in self.outputs)
         return f"<tensorkiln.Engine {self.num_steps} steps ({ins}) -> ({outs})>"
+
+
+class EngineContext:
+    """An execution context of an engine: ``ctx.run(feeds)`` like ``Engine.run``."""
+
+    def __init__(self, engine: Engine, ctx: ExecutionContext) -> None:
+        self.engine = engine
+        self.context = ctx
+
+    def run(self, feeds: Mapping[str, Any], *, output_names: Sequence[str] | None = None,
+            as_torch: bool = False, outputs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        tensors = self.engine._prepare(feeds)
+        return self.engine._finish(tensors, self.context.run(tensors), output_names, as_torch, outputs)
+
+
+def _write_into(name: str, buf: Any, t: torch.Tensor) -> Any:
+    target = torch.from_numpy(buf) if not isinstance(buf, torch.Tensor) else buf
+    if tuple(target.shape) != tuple(t.shape) or target.dtype != t.dtype:
+        raise FeedError(f"output buffer for {name!r} is {target.dtype} {list(target.shape)}, "
+                        f"the result is {t.dtype} {list(t.shape)}")
+    target.copy_(t)
+    return buf

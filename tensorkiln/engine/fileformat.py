@@ -130,7 +130,7 @@ def read_header(data: bytes, where: str) -> tuple[dict[str, Any], bytes]:
     return header, wbytes
 
 
-def engine_from_bytes(data: bytes, where: str = "engine") -> Engine:
+def engine_from_bytes(data: bytes, where: str = "engine", **overrides: Any) -> Engine:
     from safetensors.numpy import load
 
     from tensorkiln.engine.engine import BuildConfig, Engine
@@ -147,17 +147,27 @@ def engine_from_bytes(data: bytes, where: str = "engine") -> Engine:
         cfg = BuildConfig(**header.get("build_config", {}))
     except TypeError as e:
         raise EngineFileError(f"{where}: unknown build option in the header: {e}") from None
+    allowed = {"threads", "streams"}
+    bad = set(overrides) - allowed
+    if bad:
+        from tensorkiln.errors import OptionError
+
+        raise OptionError(f"load() takes only {sorted(allowed)} as run-time options, got {sorted(bad)}")
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    cfg = BuildConfig.from_options(vars(cfg))
     engine = Engine(graph, cfg, header.get("target", {}), header.get("source", {}))
     reports = header.get("build_reports", {})
     engine.build_reports = reports if isinstance(reports, dict) else {}
     return engine
 
 
-def load_engine(path: str | os.PathLike[str]) -> Engine:
+def load_engine(path: str | os.PathLike[str], **overrides: Any) -> Engine:
+    """Load an engine file; ``threads=`` and ``streams=`` may be set for this process."""
     p = Path(path)
     if not p.is_file():
         raise EngineFileError(f"engine file {str(p)!r} does not exist")
-    return engine_from_bytes(p.read_bytes(), repr(str(p)))
+    return engine_from_bytes(p.read_bytes(), repr(str(p)), **overrides)
 
 
 def is_engine_file(path: str | os.PathLike[str]) -> bool:

@@ -116,8 +116,9 @@ class Plan:
 
 def make_plan(spec: ResizeSpec, n_in: int, n_out: int, scale: float, roi: tuple[float, float]) -> Plan:
     x = _source_coords(spec, n_in, n_out, scale, roi)
-    # float64 fuzz must not move a coordinate off an integer (float32 math lands on it)
-    xr = np.rint(x)
+    # float64 fuzz must not move a coordinate off an integer or a half (where the nearest
+    # rounding rule decides); exact float32 math lands on them
+    xr = np.rint(x * 2) / 2
     x = np.where(np.abs(x - xr) < 1e-9, xr, x)
     xi = np.floor(x).astype(np.int64)
     extrap = None
