@@ -7,7 +7,9 @@ import time
 
 from rich.console import Console
 
+from tensorkiln.cli.common import parse_shapes
 from tensorkiln.engine import build
+from tensorkiln.errors import OptionError
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -18,11 +20,33 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-layout", action="store_true", help="keep NCHW everywhere (no channels-last regions)")
     p.add_argument("--no-planner", action="store_true", help="keep every intermediate alive for the whole run")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
+    p.add_argument("--streams", default="1", help="CPU streams for throughput (N or 'auto')")
+    for kind in ("min", "opt", "max"):
+        p.add_argument(f"--{kind}-shapes", action="append", metavar="NAME:1x3x224x224",
+                       help=f"{kind} shape of an optimization profile (give all three)")
 
 
 def options_from_args(args: argparse.Namespace) -> dict[str, object]:
-    return {"optimize": not args.no_optimize, "fusion": not args.no_fusion, "layout": not args.no_layout,
-            "planner": not args.no_planner, "threads": args.threads}
+    opts: dict[str, object] = {"optimize": not args.no_optimize, "fusion": not args.no_fusion,
+                               "layout": not args.no_layout, "planner": not args.no_planner,
+                               "threads": args.threads}
+    opts["streams"] = "auto" if args.streams == "auto" else _int(args.streams, "--streams")
+    given = {k: parse_shapes(getattr(args, f"{k}_shapes")) for k in ("min", "opt", "max")}
+    if any(given.values()):
+        names = set(given["min"]) | set(given["opt"]) | set(given["max"])
+        missing = [f"--{k}-shapes {n}:..." for n in sorted(names) for k in given if n not in given[k]]
+        if missing:
+            raise OptionError("an optimization profile needs min, opt and max for every input: missing "
+                              + ", ".join(missing))
+        opts["shapes"] = {n: {k: given[k][n] for k in given} for n in sorted(names)}
+    return opts
+
+
+def _int(v: str, flag: str) -> int:
+    try:
+        return int(v)
+    except ValueError:
+        raise OptionError(f"{flag} expects an integer or 'auto', got {v!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:

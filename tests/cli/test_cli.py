@@ -59,3 +59,18 @@ def test_malformed_model_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_python_dash_m_is_the_same_program() -> None:
     r = subprocess.run([sys.executable, "-m", "tensorkiln", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("tensorkiln ")
+
+
+def test_build_with_profile_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.runtime.test_concurrency import conv_model
+
+    model = tmp_path / "c.onnx"
+    onnx.save(conv_model(), str(model))
+    eng = tmp_path / "c.tkengine"
+    assert main(["build", str(model), "-o", str(eng), "--min-shapes", "x:1x3x12x12",
+                 "--opt-shapes", "x:2x3x12x12", "--max-shapes", "x:4x3x12x12"]) == 0
+    assert main(["run", str(eng), "--shapes", "x:4x3x12x12"]) == 0
+    assert main(["run", str(eng), "--shapes", "x:5x3x12x12"]) == 2
+    assert "outside every optimization profile" in capsys.readouterr().err
+    assert main(["build", str(model), "-o", str(eng), "--min-shapes", "x:1x3x12x12"]) == 2
+    assert "needs min, opt and max" in capsys.readouterr().err
