@@ -129,8 +129,10 @@ def test_scatter_nd_and_elements_reductions(reduction: str) -> None:
     data = rng.integers(-5, 5, (4, 3)).astype(np.float32)
     ind = np.array([[1], [3], [1]] if reduction != "none" else [[1], [-1]], I64)
     upd = rng.integers(-5, 5, (ind.shape[0], 3)).astype(np.float32)
-    same(run_node("ScatterND", [data, ind, upd], reduction=reduction), reference(
-        "ScatterND", [data, ind % 4, upd], reduction=reduction)[0])
+    same(
+        run_node("ScatterND", [data, ind, upd], reduction=reduction),
+        reference("ScatterND", [data, ind % 4, upd], reduction=reduction)[0],
+    )
     eidx = np.array([[0, 2], [1, 0]], I64) if reduction == "none" else np.array([[0, 0], [2, -3]], I64)
     eupd = rng.integers(-5, 5, (2, 2)).astype(np.float32)
     got = run_node("ScatterElements", [data, eidx, eupd], axis=1, reduction=reduction)
