@@ -29,7 +29,7 @@ def test_build_run_inspect(model_path: Path, tmp_path: Path, capsys: pytest.Capt
         np.testing.assert_allclose(z["y"], tiny_reference(x, tiny_model()), rtol=1e-6)
     assert main(["inspect", str(eng)]) == 0
     text = capsys.readouterr().out
-    assert "MatMul" in text and "op histogram" in text and "add_bias" in text
+    assert "FusedGemm" in text and "op histogram" in text and "add_bias" in text
 
 
 def test_run_with_random_inputs_and_shapes(model_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
