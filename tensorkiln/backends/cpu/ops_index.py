@@ -62,7 +62,7 @@ def slice_tensor(
         flips.append(ax)
     y = x[tuple(index)]
     if flips:
-        y = y.flip(flips)
+        y = from_indexable(as_indexable(y).flip(flips), x.dtype)
     return y
 
 

@@ -46,6 +46,29 @@ def _pad_index(mode: str, n: int, before: int, after: int) -> torch.Tensor:
     return torch.where(p >= n, period - p, p)
 
 
+_TORCH_MODES = {"reflect": "reflect", "edge": "replicate", "wrap": "circular"}
+
+
+def _torch_pad(x: torch.Tensor, widths: list[tuple[int, int]], mode: str) -> torch.Tensor | None:
+    """F.pad for float tensors padded on (at most 3) trailing axes, where it agrees with ONNX."""
+    if not x.dtype.is_floating_point or x.dtype == torch.float16:
+        return None
+    r = x.dim()
+    first = next(a for a, (b, e) in enumerate(widths) if b or e)
+    k = r - first
+    if k > 3 or r not in (k + 1, k + 2):
+        return None
+    for a in range(first, r):
+        b, e = widths[a]
+        n = x.shape[a]
+        if b < 0 or e < 0 or (mode == "reflect" and max(b, e) >= n) or (mode == "wrap" and max(b, e) > n):
+            return None
+    flat: list[int] = []
+    for b, e in reversed(widths[first:]):
+        flat += [b, e]
+    return F.pad(x, flat, mode=_TORCH_MODES[mode])
+
+
 def pad_tensor(
     x: torch.Tensor,
     widths: list[tuple[int, int]],
@@ -64,6 +87,9 @@ def pad_tensor(
             return F.pad(x.to(torch.uint8), flat, value=int(bool(value))).to(torch.bool)
         y = as_indexable(x)
         return from_indexable(F.pad(y, flat, value=value), x.dtype)
+    fast = _torch_pad(x, widths, mode)
+    if fast is not None:
+        return fast
     y = x
     for a, (b, e) in enumerate(widths):
         if b == 0 and e == 0:

@@ -101,24 +101,22 @@ def _nms_one(
     order = cand[np.argsort(-scores[cand], kind="stable")]
     x0, y0, x1, y1 = (c[order] for c in corners)
     area = (x1 - x0) * (y1 - y0)
+    suppressed = np.zeros(order.size, dtype=bool)
     selected: list[int] = []
-    sel_pos: list[int] = []
     for i in range(order.size):
-        if sel_pos:
-            s = np.asarray(sel_pos)
-            iw = np.minimum(x1[i], x1[s]) - np.maximum(x0[i], x0[s])
-            ih = np.minimum(y1[i], y1[s]) - np.maximum(y0[i], y0[s])
-            inter = iw * ih
-            union = area[i] + area[s] - inter
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ok = (iw > 0) & (ih > 0) & (inter > 0) & (area[i] > 0) & (area[s] > 0) & (union > 0)
-                iou = np.where(ok, inter / np.where(union > 0, union, 1), 0.0)
-            if np.any(ok & (iou > iou_thr)):
-                continue
+        if suppressed[i]:
+            continue
         selected.append(int(order[i]))
-        sel_pos.append(i)
         if len(selected) >= max_out:
             break
+        # suppress the later boxes overlapping box i (the reference's rules, float32 math)
+        iw = np.minimum(x1[i], x1) - np.maximum(x0[i], x0)
+        ih = np.minimum(y1[i], y1) - np.maximum(y0[i], y0)
+        inter = iw * ih
+        union = area[i] + area - inter
+        ok = (iw > 0) & (ih > 0) & (inter > 0) & (area[i] > 0) & (area > 0) & (union > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            suppressed |= ok & (inter / np.where(ok, union, 1) > iou_thr)
     return selected
 
 

@@ -258,3 +258,29 @@ def test_reverse_sequence_both_layouts() -> None:
 def test_concat_negative_axis_and_int_types() -> None:
     a = np.arange(6, dtype=np.int8).reshape(2, 3)
     same(run_node("Concat", [a, a, Const(a)], axis=-1), np.concatenate([a, a, a], axis=-1))
+
+
+def test_pad_torch_fast_path_equals_index_path() -> None:
+    import torch
+
+    from tensorkiln.backends.cpu import ops_layout
+
+    rng = np.random.default_rng(0)
+    used = 0
+    for shape in [(5,), (2, 5), (2, 3, 5), (2, 3, 4, 5), (1, 2, 3, 4, 5)]:
+        x = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
+        for mode in ("reflect", "edge", "wrap"):
+            for _ in range(6):
+                widths = [(0, 0)] * len(shape)
+                for a in range(max(0, len(shape) - 3), len(shape)):
+                    widths[a] = (int(rng.integers(0, shape[a] + 1)), int(rng.integers(0, shape[a] + 1)))
+                fast = ops_layout._torch_pad(x, widths, mode)
+                if fast is None:
+                    continue
+                used += 1
+                slow = x
+                for a, (b, e) in enumerate(widths):
+                    if b or e:
+                        slow = slow.index_select(a, ops_layout._pad_index(mode, slow.shape[a], b, e))
+                assert torch.equal(fast, slow), (shape, mode, widths)
+    assert used > 20
