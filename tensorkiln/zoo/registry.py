@@ -156,14 +156,18 @@ def sample_inputs(name: str, batch: int = 1, seed: int = 0, **dims: int) -> dict
     allowed = [p for p in inspect.signature(entry.sample).parameters if p not in ("batch", "rng")]
     bad = [k for k in dims if k not in allowed]
     sizes = {"batch": batch, **dims}
-    bad += [f"{k}={v!r}" for k, v in sizes.items() if not (isinstance(v, int) and v >= 1)]
+    bad += [
+        f"{k}={v!r}"
+        for k, v in sizes.items()
+        if isinstance(v, bool) or not (isinstance(v, (int, np.integer)) and v >= 1)
+    ]
     if bad:
         from tensorkiln.errors import UserError
 
         raise UserError(
             f"zoo model {name!r}: bad sizes {bad}; it takes batch and {allowed or 'nothing else'} as positive integers"
         )
-    return entry.sample(batch, np.random.default_rng(seed), **dims)
+    return entry.sample(int(batch), np.random.default_rng(seed), **{k: int(v) for k, v in dims.items()})
 
 
 def cache_dir() -> Path:

@@ -48,8 +48,10 @@ class AlexNet(nn.Module):
 
 
 # VGG-19: numbers are 3x3 convolutions' output channels, "M" a 2x2 max pool.
-_VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-          512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]  # fmt: skip
+_VGG19: list[int | str] = [
+    64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
+    512, 512, 512, 512, "M", 512, 512, 512, 512, "M",
+]  # fmt: skip
 
 
 class VGG(nn.Module):

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+M = TypeVar("M", bound=nn.Module)
 
 
-def uninitialized(factory: Callable[[], nn.Module]) -> nn.Module:
+def uninitialized(factory: Callable[[], M]) -> M:
     """``factory()`` built on the meta device, then given uninitialized CPU storage.
 
     Skips torch's default initialisation (seconds for VGG-19 or BERT); ``gaussian_init``
