@@ -54,7 +54,9 @@ def _torch_pad(x: torch.Tensor, widths: list[tuple[int, int]], mode: str) -> tor
     if not x.dtype.is_floating_point or x.dtype == torch.float16:
         return None
     r = x.dim()
-    first = next(a for a, (b, e) in enumerate(widths) if b or e)
+    first = next((a for a, (b, e) in enumerate(widths) if b or e), None)
+    if first is None:
+        return x
     k = r - first
     if k > 3 or r not in (k + 1, k + 2):
         return None
