@@ -20,6 +20,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-outputs", help="write the outputs to this .npz")
     p.add_argument("--seed", type=int, default=0, help="seed for random inputs")
     p.add_argument("--iterations", type=int, default=1, help="run this many times and report latency")
+    p.add_argument("--profile", action="store_true", help="per-step times (median of --profile-runs runs)")
+    p.add_argument("--profile-runs", type=int, default=10)
+    p.add_argument("--top", type=int, default=0, help="with --profile: show only the N slowest steps")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +46,21 @@ def run(args: argparse.Namespace) -> int:
     con.print(table)
     med = float(np.median(times))
     con.print(f"latency: median {med:.2f} ms over {len(times)} run(s)")
+    if args.profile:
+        _print_profile(con, eng.profile(feeds, runs=args.profile_runs), args.top)
     if args.save_outputs:
         np.savez(args.save_outputs, **outs)
         con.print(f"outputs written to {args.save_outputs}")
     return 0
+
+
+def _print_profile(con: Console, rows: list[dict[str, object]], top: int) -> None:
+    total = sum(float(r["ms"]) for r in rows)  # type: ignore[arg-type]
+    shown = sorted(rows, key=lambda r: -float(r["ms"]))[:top] if top else rows  # type: ignore[arg-type]
+    t = Table(title=f"per-step profile (total {total:.2f} ms)")
+    for col in ("#", "op", "ms", "share", "ONNX nodes"):
+        t.add_column(col, justify="right" if col in ("ms", "share") else "left")
+    for r in shown:
+        t.add_row(str(r["index"]), str(r["op"]), f"{float(r['ms']):.3f}",  # type: ignore[arg-type]
+                  f"{100 * float(r['share']):.1f} %", ", ".join(r["origin"]))  # type: ignore[arg-type]
+    con.print(t)

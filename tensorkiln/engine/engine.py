@@ -189,6 +189,24 @@ class Engine:
     def weight_bytes(self) -> int:
         return self.graph.weight_bytes()
 
+    def profile(self, feeds: Mapping[str, Any], runs: int = 10) -> list[dict[str, Any]]:
+        """Per-step time (median over ``runs`` after one warm-up run), share of the total, and
+        the ONNX nodes each step covers — like trtexec's ``--dumpProfile``."""
+        import numpy as np
+
+        from tensorkiln.backends.cpu.program import profile_program
+
+        tensors = self._prepare(feeds)
+        profile_program(self._program, tensors)
+        samples = [profile_program(self._program, tensors)[1] for _ in range(max(1, runs))]
+        med = np.median(np.array(samples), axis=0) * 1e3
+        total = float(med.sum()) or 1.0
+        return [
+            {"index": i, "op": s.node.qualified_op, "name": s.node.name, "origin": list(s.node.origin),
+             "ms": float(med[i]), "share": float(med[i]) / total}
+            for i, s in enumerate(self._program.steps)
+        ]
+
     def memory_plan(self, feeds: Mapping[str, Any]) -> Any:
         """Plan activation memory for inputs shaped like ``feeds`` (runs the engine once)."""
         from tensorkiln.planner import plan_memory
