@@ -112,6 +112,7 @@ class Plan:
     idx: torch.Tensor  # (out,) for nearest, (out, n) otherwise; int64, clamped
     weights: torch.Tensor | None  # (out, n) float64
     extrapolate: torch.Tensor | None  # (out,) bool
+    repeat: int = 0  # nearest plans that are out[i] = in[i // repeat]: a broadcast copy
 
 
 def make_plan(spec: ResizeSpec, n_in: int, n_out: int, scale: float, roi: tuple[float, float]) -> Plan:
@@ -139,7 +140,10 @@ def make_plan(spec: ResizeSpec, n_in: int, n_out: int, scale: float, roi: tuple[
         else:
             pick = np.where(frac > 0.5, xi + 1, xi)
         idx = np.clip(pick.astype(np.int64), 0, n_in - 1)
-        return Plan(torch.from_numpy(idx), None, extrap)
+        rep = n_out // n_in if n_in and n_out % n_in == 0 else 0
+        if extrap is not None or not (rep and np.array_equal(idx, np.arange(n_out) // rep)):
+            rep = 0
+        return Plan(torch.from_numpy(idx), None, extrap, rep)
     # ratio in (0, 1]: an integer coordinate counts as the right end of the cell to its left
     integer = x == xi
     ratio = np.where(integer, 1.0, x - xi)
@@ -176,6 +180,19 @@ def apply_plan(y: torch.Tensor, axis: int, plan: Plan, extrapolation: float) -> 
 
 
 # ---------------------------------------------------------------------------- the resize driver
+
+
+def _repeat_axes(x: torch.Tensor, reps: dict[int, int]) -> torch.Tensor:
+    """Nearest upsampling by integer factors as one broadcast copy."""
+    view: list[int] = []
+    full: list[int] = []
+    out: list[int] = []
+    for a, d in enumerate(x.shape):
+        f = reps.get(a, 1)
+        view += [d, 1] if f > 1 else [d]
+        full += [d, f] if f > 1 else [d]
+        out.append(d * f)
+    return x.reshape(view).expand(full).reshape(out)
 
 
 def _cast_back(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -255,13 +272,18 @@ class Resizer:
             y = as_indexable(x)
         else:
             y = x if dtype in (torch.float32, torch.float64) else x.to(torch.float32)
+        plans = []
         for a, s, o, ro in todo:
-            key = (int(y.shape[a]), o, s, ro)
+            key = (int(x.shape[a]), o, s, ro)
             plan = self.cache.get(key)
             if plan is None:
-                plan = make_plan(spec, int(y.shape[a]), o, s, ro)
+                plan = make_plan(spec, int(x.shape[a]), o, s, ro)
                 if len(self.cache) < 256:
                     self.cache[key] = plan
+            plans.append((a, plan))
+        if nearest and all(p.repeat for _, p in plans):
+            return _repeat_axes(x, {a: p.repeat for a, p in plans})
+        for a, plan in plans:
             y = apply_plan(y, a, plan, spec.extrapolation)
         if nearest:
             return from_indexable(y, dtype)

@@ -14,6 +14,20 @@ from tensorkiln.ir import Node
 # ---------------------------------------------------------------------------- TopK
 
 
+_TOPK_FAST = (torch.float32, torch.float64, torch.int32, torch.int64)
+
+
+def _topk_partial(x: torch.Tensor, k: int, a: int, largest: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """torch.topk, then ties put in index order; None when a tie straddles the k-th place."""
+    vals, idx = torch.topk(x, k, dim=a, largest=largest, sorted=True)
+    kth = vals.narrow(a, k - 1, 1)
+    if not torch.equal((x == kth).sum(a), (vals == kth).sum(a)) or bool(torch.isnan(kth).any()):
+        return None  # the selection itself may hold a higher index than a tied left-out one
+    idx, p = idx.sort(dim=a)
+    vals, q = vals.gather(a, p).sort(dim=a, descending=largest, stable=True)
+    return vals, idx.gather(a, q)
+
+
 def _topk(node: Node, ctx: Any) -> Kernel:
     axis = int(attr(node, "axis", -1))
     largest = bool(attr(node, "largest", 1))
@@ -32,6 +46,10 @@ def _topk(node: Node, ctx: Any) -> Kernel:
             # argmax/argmin return the first occurrence, like a stable sort
             i = (x.argmax if largest else x.argmin)(dim=a, keepdim=True)
             return torch.gather(x, a, i), i
+        if kv * 8 <= x.shape[a] and x.dtype in _TOPK_FAST:
+            r = _topk_partial(x, kv, a, largest)
+            if r is not None:
+                return r
         # a stable sort keeps ties in index order (torch.topk does not promise that)
         vals, idx = torch.sort(x, dim=a, descending=largest, stable=True)
         return vals.narrow(a, 0, kv), idx.narrow(a, 0, kv)

@@ -229,3 +229,28 @@ def test_nms_matches_onnxruntime(center: int) -> None:
     same(got, want)
     empty = run_node("NonMaxSuppression", [boxes, scores], opset=13)  # max_output_boxes defaults to 0
     same(empty, np.zeros((0, 3), I64))
+
+
+def test_topk_partial_path_orders_ties_like_a_stable_sort() -> None:
+    import torch
+
+    from tensorkiln.backends.cpu.ops_select import _topk_partial
+
+    gen = torch.Generator().manual_seed(0)
+    used = 0
+    for trial in range(100):
+        n = 64
+        x = torch.randn(3, n, generator=gen)
+        if trial % 2:  # ties inside the selection, none straddling the k-th place
+            x[:, :4] = 10.0
+            x[:, 30:34] = 10.0
+        k = 10 if trial % 2 else 6  # 8 tied maxima all inside the top 10
+        for largest in (True, False):
+            r = _topk_partial(x, k, 1, largest)
+            v, i = torch.sort(x, dim=1, descending=largest, stable=True)
+            if r is not None:
+                used += 1
+                assert torch.equal(r[0], v[:, :k]) and torch.equal(r[1], i[:, :k])
+    assert used > 150
+    x = torch.tensor([[5.0, 1.0, 5.0, 5.0] + [0.0] * 20])
+    assert _topk_partial(x, 2, 1, True) is None  # a tie straddles the cut: the caller sorts
