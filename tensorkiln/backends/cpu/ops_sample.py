@@ -84,7 +84,7 @@ def grid_sample_nd(x: torch.Tensor, grid: torch.Tensor, mode: str, padding: str,
         taps.append(dim_taps)
     strides = [math.prod(dims[i + 1 :]) for i in range(r)]
     xf = x.reshape(n, c, -1)
-    cdt = x.dtype if x.dtype.is_floating_point else torch.float32
+    cdt = x.dtype if x.dtype == torch.float64 else torch.float32
     out = torch.zeros(n, c, g.shape[1], dtype=cdt)
     for combo in itertools.product(*taps):
         lin = sum(p * s for (p, _, _), s in zip(combo, strides))
@@ -232,7 +232,7 @@ def _roi_align(node: Node, ctx: Any) -> Kernel:
         cols, wx, ex = _bilinear_taps(ro[:, 0], bw, gw, ow, g_w, w)
         xt = x.permute(0, 2, 3, 1)  # N, H, W, C
         b = bidx.to(torch.int64)
-        cdt = x.dtype if x.dtype.is_floating_point else torch.float32
+        cdt = x.dtype if x.dtype == torch.float64 else torch.float32
         per_roi = oh * g_h * 2 * ow * g_w * 2 * c
         chunk = max(1, (1 << 24) // max(per_roi, 1))
         outs = []
