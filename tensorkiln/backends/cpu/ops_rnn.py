@@ -6,9 +6,10 @@ Two paths per node:
   ``rnn_relu``; for short sequences the fused cells ``torch.lstm_cell`` etc., one call
   per step, see ``_use_cells``) when the node uses the default
   activations (RNN: Tanh or Relu), no clip, no peepholes (or all-zero constant ones), no
-  ``input_forget``, GRU with ``linear_before_reset=1``, and every sequence is full length
-  (checked per call). Weights are reordered to torch's gate order (LSTM iofc -> ifgo,
-  GRU zrh -> rzn) once in the factory when they are constants.
+  ``input_forget``, GRU with ``linear_before_reset=1``; per-batch ``sequence_lens`` (all
+  above zero) use torch's packed-sequence form of the same ops. Weights are reordered to
+  torch's gate order (LSTM iofc -> ifgo, GRU zrh -> rzn) once in the factory when they are
+  constants.
 * **general** (``ops_rnn_steps``): the input projection of all steps in one matmul, then
   a per-step loop in torch, with any activations and per-batch sequence lengths.
 
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from tensorkiln.backends.cpu.base import (
     BuildContext,
@@ -98,6 +100,35 @@ _FAST_FN = {
     "tanh": lambda *a: torch._VF.rnn_tanh(*a),
     "relu": lambda *a: torch._VF.rnn_relu(*a),
 }
+
+
+def _run_packed(op: str, fn_key: str, w: Weights, dirs: list[str], x: torch.Tensor, h0: torch.Tensor,
+                c0: torch.Tensor | None, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """Like ``_run_fast`` for per-batch lengths (all > 0), with torch's packed sequences.
+
+    Packed recurrences stop each sequence at its length and run the backward direction
+    from the sequence's own last step, exactly ONNX's ``sequence_lens`` semantics;
+    padding positions of Y come back as zeros.
+    """
+    assert w.fast is not None
+    T = x.shape[0]
+    idx = None
+    if dirs == ["reverse"]:  # a forward pass over each sequence reversed within its length
+        idx = seq_index(lens, T)
+        x = gather_time(x, idx)
+    packed = pack_padded_sequence(x, lens, enforce_sorted=False)
+    order, unorder = packed.sorted_indices, packed.unsorted_indices
+    assert order is not None and unorder is not None
+    h = h0.index_select(1, order).contiguous()
+    hx: Any = (h, c0.index_select(1, order).contiguous()) if c0 is not None else h
+    res = _FAST_FN[fn_key](packed.data, packed.batch_sizes, hx, w.fast, True, 1, 0.0, False, len(dirs) == 2)
+    out = PackedSequence(res[0], packed.batch_sizes, order, unorder)
+    Y, _ = pad_packed_sequence(out, total_length=T)  # [T, B, ndir*H]
+    Y = Y.reshape(T, Y.shape[1], len(dirs), -1).transpose(1, 2)
+    if idx is not None:
+        Y = gather_time(Y.squeeze(1), idx).unsqueeze(1)
+    Yc = res[2].index_select(1, unorder) if c0 is not None else None
+    return Y, res[1].index_select(1, unorder), Yc
 
 
 _CELL_FN = {
@@ -246,6 +277,8 @@ def _rnn_factory(node: Node, ctx: BuildContext) -> Kernel:
             lens = seq_lens.to(torch.int64)
         if fast_key is not None and lens is None and T > 0:
             Y, Yh, Yc = _run_fast(op, fast_key, w, dirs, x, h0, c0)
+        elif fast_key is not None and lens is not None and bool((lens > 0).all()) and int(lens.max()) <= T:
+            Y, Yh, Yc = _run_packed(op, fast_key, w, dirs, x, h0, c0, lens)
         else:
             ys, hs, cs = [], [], []
             mask = None

@@ -234,3 +234,28 @@ def test_zero_length_sequence(op: str) -> None:
     model, feeds = _model(op, T=4, B=3, I=3, H=2, seq_lens=True, direction="bidirectional")
     feeds["sl"][:] = [4, 0, 2]  # onnxruntime: zero Y and zero final state for an empty sequence
     _check(model, feeds)
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+def test_packed_path_for_ragged_lengths(op: str, direction: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    kw = {"linear_before_reset": 1} if op == "GRU" else {}
+    model, feeds = _model(op, T=6, B=4, I=3, H=5, direction=direction, seq_lens=True, **kw)
+    feeds["sl"][:] = [6, 2, 5, 1]
+    calls = [0]
+    real = ops_rnn._run_packed
+
+    def spy(*a: object, **k: object) -> object:
+        calls[0] += 1
+        return real(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ops_rnn, "_run_packed", spy)
+    _check(model, feeds)
+    assert calls[0] == 1
+    # and the general path agrees
+    model.graph.node[0].attribute.append(helper.make_attribute("clip", 1e6))
+    fast = tensorkiln.build(_model(op, T=6, B=4, I=3, H=5, direction=direction, seq_lens=True, **kw)[0]).run(feeds)
+    slow = tensorkiln.build(model).run(feeds)
+    assert calls[0] == 2
+    for k in fast:
+        np.testing.assert_allclose(fast[k], slow[k], rtol=1e-5, atol=1e-6)
