@@ -23,7 +23,6 @@ from tensorkiln.backends.cpu.base import (
     has_input,
     torch_const,
     torch_dtype,
-    unsupported,
 )
 from tensorkiln.ir import Node
 
@@ -391,5 +390,4 @@ __all__ = [
     "int_attr_or_input",
     "norm_axis",
     "to_ints",
-    "unsupported",
 ]
