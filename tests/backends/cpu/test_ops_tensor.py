@@ -60,20 +60,6 @@ X = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
 # ---------------------------------------------------------------------------- Reshape
 
 
-def _frontend_keeps_scalars() -> bool:
-    g = helper.make_graph(
-        [helper.make_node("Identity", ["c"], ["y"])],
-        "g",
-        [],
-        [helper.make_empty_tensor_value_info("y")],
-        initializer=[numpy_helper.from_array(np.array(0, I64), "c")],
-    )
-    from tensorkiln.frontends.onnx_import import import_onnx
-
-    graph = import_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
-    return graph.constants["c"].const.shape == ()
-
-
 def _dynamic_reshape_model(scalar_index: bool) -> Any:
     """Shape -> Gather -> (Unsqueeze) -> Concat -> Reshape with a symbolic batch."""
     nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "i0"], ["n"], axis=0)]
@@ -98,20 +84,7 @@ def _dynamic_reshape_model(scalar_index: bool) -> Any:
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
-@pytest.mark.parametrize(
-    "scalar_index",
-    [
-        pytest.param(
-            True,
-            marks=pytest.mark.xfail(
-                not _frontend_keeps_scalars(),
-                reason="frontend turns 0-d initializers into shape (1,) (np.ascontiguousarray); core bug",
-                strict=False,
-            ),
-        ),
-        False,
-    ],
-)
+@pytest.mark.parametrize("scalar_index", [True, False])
 def test_reshape_dynamic_shape_subgraph(scalar_index: bool) -> None:
     eng = tensorkiln.build(_dynamic_reshape_model(scalar_index))
     for n in (1, 5):
