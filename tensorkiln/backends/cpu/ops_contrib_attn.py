@@ -1,4 +1,5 @@
-"""CPU kernels: com.microsoft attention ops (Attention, MultiHeadAttention, RotaryEmbedding).
+"""CPU kernels: com.microsoft attention ops (Attention, MultiHeadAttention, RotaryEmbedding,
+GroupQueryAttention).
 
 Semantics follow onnxruntime's contrib schemas. Masked key positions get
 ``mask_filter_value`` (default -10000) added to their scores, as onnxruntime does.
@@ -184,6 +185,22 @@ def _mha(node: Node, ctx: BuildContext) -> Kernel:
 # --------------------------------------------------------------------- RotaryEmbedding
 
 
+def _rope(xh: torch.Tensor, p: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rot: int,
+          interleaved: bool) -> torch.Tensor:
+    """Rotary embedding of xh [B, N, S, H] at positions p [B, S] (float32 result)."""
+    c = cos[p][:, None, :, : rot // 2].to(torch.float32)  # [B, 1, S, rot/2]
+    s_ = sin[p][:, None, :, : rot // 2].to(torch.float32)
+    xf = xh.to(torch.float32)
+    xr, rest = xf[..., :rot], xf[..., rot:]
+    if interleaved:
+        x1, x2 = xr[..., 0::2], xr[..., 1::2]
+        out = torch.stack([x1 * c - x2 * s_, x2 * c + x1 * s_], -1).reshape(xr.shape)
+    else:
+        x1, x2 = xr[..., : rot // 2], xr[..., rot // 2:]
+        out = torch.cat([x1 * c - x2 * s_, x2 * c + x1 * s_], -1)
+    return torch.cat([out, rest], -1) if rest.shape[-1] else out
+
+
 def _rotary(node: Node, ctx: BuildContext) -> Kernel:
     interleaved = bool(attr(node, "interleaved", 0))
     n_heads = int(attr(node, "num_heads", 0))
@@ -208,19 +225,7 @@ def _rotary(node: Node, ctx: BuildContext) -> Kernel:
             p = p.unsqueeze(0).expand(B, S)
         else:
             p = pos.long().reshape(B, S)
-        c = cos[p][:, None, :, : rot // 2].to(torch.float32)  # [B, 1, S, rot/2]
-        s_ = sin[p][:, None, :, : rot // 2].to(torch.float32)
-        xf = xh.to(torch.float32)
-        xr, rest = xf[..., :rot], xf[..., rot:]
-        if interleaved:
-            x1, x2 = xr[..., 0::2], xr[..., 1::2]
-            o1, o2 = x1 * c - x2 * s_, x2 * c + x1 * s_
-            out = torch.stack([o1, o2], -1).reshape(xr.shape)
-        else:
-            x1, x2 = xr[..., : rot // 2], xr[..., rot // 2:]
-            out = torch.cat([x1 * c - x2 * s_, x2 * c + x1 * s_], -1)
-        if rest.shape[-1]:
-            out = torch.cat([out, rest], -1)
+        out = _rope(xh, p, cos, sin, rot, interleaved)
         out = out.to(x.dtype)
         if not bnsh:
             out = out.transpose(1, 2).reshape(B, S, N * H)
@@ -229,8 +234,97 @@ def _rotary(node: Node, ctx: BuildContext) -> Kernel:
     return kernel
 
 
+# ----------------------------------------------------------------- GroupQueryAttention
+
+
+def _gqa(node: Node, ctx: BuildContext) -> Kernel:
+    """onnxruntime's GroupQueryAttention with separate past/present KV buffers [B, kvN, L, H].
+
+    First prompt (``S == total_sequence_length``): every batch entry starts at position 0;
+    otherwise entry b continues after ``seqlens_k[b] + 1 - S`` cached positions. The present
+    buffers hold the valid past, then the new keys/values, then zeros.
+    """
+    N, kvN = int(attr(node, "num_heads", 0)), int(attr(node, "kv_num_heads", 0))
+    if N <= 0 or kvN <= 0 or N % kvN:
+        raise bad_model(node, "num_heads must be a positive multiple of kv_num_heads")
+    scale_attr = float(attr(node, "scale", 0.0))
+    softcap = float(attr(node, "softcap", 0.0))
+    window = int(attr(node, "local_window_size", -1))
+    rotary = bool(attr(node, "do_rotary", 0))
+    interleaved = bool(attr(node, "rotary_interleaved", 0))
+    if int(attr(node, "smooth_softmax", 0)):
+        raise unsupported(node, "smooth_softmax")
+    if int(attr(node, "qk_output", 0)):
+        raise unsupported(node, "qk_output")
+
+    def kernel(query: torch.Tensor, key: torch.Tensor | None, value: torch.Tensor | None,
+               past_k: torch.Tensor | None, past_v: torch.Tensor | None, seqlens_k: torch.Tensor,
+               total_len: torch.Tensor, cos: torch.Tensor | None = None, sin: torch.Tensor | None = None,
+               pos_ids: torch.Tensor | None = None, attn_bias: torch.Tensor | None = None,
+               head_sink: torch.Tensor | None = None, *_rest: Any) -> Any:
+        if head_sink is not None:
+            raise NotImplementedError("GroupQueryAttention with head_sink")
+        B, S, D = query.shape
+        if key is None:  # packed QKV
+            H = D // (N + 2 * kvN)
+            q, k, v = torch.split(query, [N * H, kvN * H, kvN * H], -1)
+        else:
+            assert value is not None
+            H = D // N
+            q, k, v = query, key, value
+        q = q.reshape(B, S, N, H).transpose(1, 2)
+        k = k.reshape(B, S, kvN, H).transpose(1, 2)
+        v = v.reshape(B, S, kvN, H).transpose(1, 2)
+        total = seqlens_k.long().reshape(B) + 1
+        T_total = int(total_len.reshape(-1)[0])
+        first = S == T_total
+        past = torch.zeros_like(total) if first else total - S
+        if rotary:
+            assert cos is not None and sin is not None
+            pos = pos_ids.long().reshape(B, S) if pos_ids is not None else past[:, None] + torch.arange(S)
+            rot = cos.shape[-1] * 2
+            q = _rope(q, pos, cos, sin, rot, interleaved).to(query.dtype)
+            k = _rope(k, pos, cos, sin, rot, interleaved).to(query.dtype)
+        P = past_k.shape[2] if past_k is not None else 0
+        L = max(P, T_total)
+        pk = query.new_zeros((B, kvN, L, H))
+        pv = query.new_zeros((B, kvN, L, H))
+        for b in range(B):
+            n = int(past[b])
+            if n and past_k is not None and past_v is not None:
+                pk[b, :, :n] = past_k[b, :, :n]
+                pv[b, :, :n] = past_v[b, :, :n]
+            pk[b, :, n:n + S] = k[b]
+            pv[b, :, n:n + S] = v[b]
+        rep = N // kvN
+        kk, vv = pk.repeat_interleave(rep, 1), pv.repeat_interleave(rep, 1)
+        dt = query.dtype
+        qf = q.float() if dt in _LOW else q
+        kf, vf = (kk.float(), vv.float()) if dt in _LOW else (kk, vv)
+        scale = scale_attr or 1.0 / math.sqrt(H)
+        scores = torch.matmul(qf, kf.transpose(-1, -2)) * scale  # [B, N, S, L]
+        if softcap > 0:
+            scores = torch.tanh(scores / softcap) * softcap
+        if attn_bias is not None:
+            ab = attn_bias[..., :L].to(scores.dtype)
+            if ab.shape[-1] < L:  # bias over the total length; later buffer slots are masked
+                ab = torch.nn.functional.pad(ab, (0, L - ab.shape[-1]))
+            scores = scores + ab
+        j = torch.arange(L)
+        causal_len = (past[:, None] + torch.arange(S) + 1)[:, None, :, None]  # [B, 1, S, 1]
+        keep = j < causal_len
+        if window > 0:
+            keep = keep & (j >= causal_len - window)
+        probs = torch.softmax(scores.masked_fill(~keep, float("-inf")), -1)
+        out = torch.matmul(probs, vf).transpose(1, 2).reshape(B, S, N * H).to(dt)
+        return _outs(node, [out, pk, pv])
+
+    return kernel
+
+
 KERNELS: dict[str, Factory] = {
     MS + "Attention": _attention,
     MS + "MultiHeadAttention": _mha,
     MS + "RotaryEmbedding": _rotary,
+    MS + "GroupQueryAttention": _gqa,
 }

@@ -120,3 +120,58 @@ def test_rotary_partial_dim_and_offset() -> None:
     node = helper.make_node("RotaryEmbedding", ["x", "pos", "cos", "sin"], ["y"], domain=MS,
                             num_heads=N, rotary_embedding_dim=rot)
     run_both(node, feeds, ["y"], inits)
+
+
+# ------------------------------------------------------------------ GroupQueryAttention
+
+KVN = 1  # N = 2 query heads share one KV head
+GH = 16  # onnxruntime wants a head size that is a multiple of 16 (rotary)
+GD = N * GH
+
+
+def _gqa_node(ins: list[str], **kw: object) -> object:
+    return helper.make_node("GroupQueryAttention", ins, ["y", "pk", "pv"], domain=MS, num_heads=N,
+                            kv_num_heads=KVN, **kw)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("rotary", [0, 1])
+def test_gqa_prompt(packed: bool, rotary: int) -> None:
+    kv = KVN * GH
+    feeds: dict[str, np.ndarray] = {}
+    if packed:
+        feeds["q"] = randn(B, S, GD + 2 * kv)
+        ins = ["q", "", ""]
+    else:
+        feeds.update(q=randn(B, S, GD), k=randn(B, S, kv), v=randn(B, S, kv))
+        ins = ["q", "k", "v"]
+    feeds["sl"] = np.full((B,), S - 1, np.int32)
+    feeds["tot"] = np.array(S, np.int32)
+    ins += ["", "", "sl", "tot"]
+    inits = {}
+    if rotary:
+        inits = {"cos": randn(16, GH // 2), "sin": randn(16, GH // 2)}
+        ins += ["cos", "sin"]
+    run_both(_gqa_node(ins, do_rotary=rotary), feeds, ["y", "pk", "pv"], inits)
+
+
+@pytest.mark.parametrize(("window", "softcap"), [(-1, 0.0), (2, 0.0), (-1, 3.0)])
+def test_gqa_token_generation(window: int, softcap: float) -> None:
+    P = 8  # past buffer length; entries hold 5 and 3 valid positions
+    kv = KVN * GH
+    feeds = {"q": randn(B, 1, GD), "k": randn(B, 1, kv), "v": randn(B, 1, kv),
+             "pk_in": randn(B, KVN, P, GH), "pv_in": randn(B, KVN, P, GH),
+             "sl": np.array([5, 3], np.int32), "tot": np.array(6, np.int32)}
+    inits = {"cos": randn(16, GH // 2), "sin": randn(16, GH // 2)}
+    node = _gqa_node(["q", "k", "v", "pk_in", "pv_in", "sl", "tot", "cos", "sin"], do_rotary=1,
+                     local_window_size=window, softcap=softcap)
+    run_both(node, feeds, ["y", "pk", "pv"], inits)
+
+
+def test_gqa_attention_bias() -> None:
+    P, kv = 8, KVN * GH
+    feeds = {"q": randn(B, 1, GD), "k": randn(B, 1, kv), "v": randn(B, 1, kv),
+             "pk_in": randn(B, KVN, P, GH), "pv_in": randn(B, KVN, P, GH),
+             "sl": np.array([5, 5], np.int32), "tot": np.array(6, np.int32), "ab": randn(B, 1, 1, 6)}
+    node = _gqa_node(["q", "k", "v", "pk_in", "pv_in", "sl", "tot", "", "", "", "ab"])
+    run_both(node, feeds, ["y", "pk", "pv"])
