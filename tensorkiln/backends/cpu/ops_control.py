@@ -171,7 +171,7 @@ def _loop(node: Node, ctx: BuildContext) -> Kernel:
     def kernel(M: torch.Tensor | None, cond: torch.Tensor | None, *rest: torch.Tensor | None) -> Any:
         args = (M, cond, *rest)
         caps = [args[i] for i in pos]
-        carried = list(rest[:n_carried])
+        carried: list[Any] = list(rest[:n_carried])
         trip = None if M is None else int(M.reshape(-1)[0])
         go = True if cond is None else _scalar_bool(cond)
         cond_t = torch.tensor(go)

@@ -151,7 +151,7 @@ def _run_cells(op: str, fn_key: str, w: Weights, dirs: list[str], x: torch.Tenso
                h0: torch.Tensor, c0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, Any]:
     """Like ``_run_fast``, one fused cell call per step (short sequences)."""
     assert w.fast is not None
-    cell = _CELL_FN[fn_key]
+    cell: Any = _CELL_FN[fn_key]
     T = x.shape[0]
     ys, hs, cs = [], [], []
     for d, dname in enumerate(dirs):
@@ -180,7 +180,7 @@ def _run_fast(op: str, fn_key: str, w: Weights, dirs: list[str], x: torch.Tensor
     if _use_cells(w, x.shape[0]):
         return _run_cells(op, fn_key, w, dirs, x, h0, c0)
     fn = _FAST_FN[fn_key]
-    hx: Any = (h0.contiguous(), c0.contiguous()) if op == "LSTM" else h0.contiguous()
+    hx: Any = (h0.contiguous(), c0.contiguous()) if c0 is not None else h0.contiguous()
     bidir = len(dirs) == 2
     reverse = dirs == ["reverse"]
     if reverse:

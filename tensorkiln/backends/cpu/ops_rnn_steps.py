@@ -134,7 +134,7 @@ def run_direction(op: str, cfg: dict[str, Any], acts: list[Act], w: Weights, d: 
         for t in range(T):
             g = torch.addmm(gx[t], h, R.t())
             gi, go, gf, gc = g.split(hidden, -1)
-            if pi is not None:
+            if pi is not None and pf is not None:
                 gi = gi + pi * c
                 gf = gf + pf * c
             i = fa(cl(gi))
