@@ -81,12 +81,13 @@ def fused_conv(node: Node, ctx: BuildContext) -> Kernel:
               and node.attrs.get("layout", "nchw") == "nhwc")
     if onednn:
         # oneDNN picks the blocked weight format for a given input size; a weight packed for
-        # another size is reordered on every call (measured 30x slower on a 7x7 layer), so pack
-        # once per input (C, H, W) — at build time when the shape is known, else on first use.
+        # another size is reordered on every call (measured 30x slower on a 7x7 layer) or runs a
+        # worse algorithm (2x at batch 16 with a batch-1 packing), so pack once per input shape —
+        # at build time when the shape is known, else on first use.
         packed: dict[tuple[int, ...], torch.Tensor] = {}
 
         def pack(shape: tuple[int, ...]) -> torch.Tensor:
-            key = tuple(shape[1:])
+            key = tuple(shape)
             wp = packed.get(key)
             if wp is None:
                 wp = torch.ops.mkldnn._reorder_convolution_weight(w, pad, strides, dil, group, list(shape))
@@ -97,7 +98,8 @@ def fused_conv(node: Node, ctx: BuildContext) -> Kernel:
         x_val = node.inputs[0]
         if x_val is not None and x_val.shape is not None and len(x_val.shape) == 4 and \
                 all(isinstance(d, int) for d in x_val.shape[1:]) and pre_pad is None:
-            pack((1, *x_val.shape[1:]))  # type: ignore[arg-type]
+            batch = x_val.shape[0] if isinstance(x_val.shape[0], int) else 1
+            pack((batch, *x_val.shape[1:]))  # type: ignore[arg-type]
         cl = torch.channels_last
         conv_pw = torch.ops.mkldnn._convolution_pointwise
         conv_bin = torch.ops.mkldnn._convolution_pointwise.binary
@@ -109,7 +111,7 @@ def fused_conv(node: Node, ctx: BuildContext) -> Kernel:
             if pre_pad is not None:
                 x = F.pad(x, pre_pad)
             x = x.contiguous(memory_format=cl)
-            wp = packed.get(tuple(x.shape[1:]))
+            wp = packed.get(tuple(x.shape))
             if wp is None:
                 wp = pack(tuple(x.shape))
             if z is None:
