@@ -18,6 +18,7 @@ from tensorkiln.engine.specs import TensorSpec, check_feeds, to_numpy
 from tensorkiln.errors import FeedError, OptionError
 from tensorkiln.ir import Graph
 from tensorkiln.runtime import ExecutionContext, ProfileSet, StreamPool, auto_streams
+from tensorkiln.runtime.allocator import tune_allocator
 
 
 @dataclass
@@ -72,6 +73,7 @@ class Engine:
         )
         if config.threads is not None:
             torch.set_num_threads(config.threads)
+        tune_allocator()
         self.profiles = ProfileSet.parse(config.shapes, [s.name for s in self.inputs])
         self.streams = auto_streams(self.weight_bytes()) if config.streams == "auto" else int(config.streams)
         self._pool: StreamPool | None = None

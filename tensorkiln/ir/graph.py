@@ -146,6 +146,20 @@ class Graph:
             new.uses.append((node, i))
         old.uses = []
         self.outputs = [new if o is old else o for o in self.outputs]
+        for node in self.nodes:  # bodies that captured ``old`` now capture ``new``
+            for sg in node.subgraphs.values():
+                sg._replace_capture(old, new)
+
+    def _replace_capture(self, old: Value, new: Value) -> None:
+        if any(c is old for c in self.captures):
+            if any(c is new for c in self.captures):
+                self.captures = [c for c in self.captures if c is not old]
+            else:
+                self.captures = [new if c is old else c for c in self.captures]
+        self.outputs = [new if o is old else o for o in self.outputs]
+        for node in self.nodes:
+            for sg in node.subgraphs.values():
+                sg._replace_capture(old, new)
 
     # ---- queries --------------------------------------------------------
     def iter_nodes_recursive(self) -> Iterator[Node]:
