@@ -6,22 +6,13 @@ import argparse
 import time
 
 import numpy as np
+import torch
 from rich.console import Console
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="resnet50", help="zoo network to use (default resnet50)")
     p.add_argument("--runs", type=int, default=20, help="timed runs per runtime")
-
-
-def _median_ms(fn, runs: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    fn()  # warm-up
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times)), float(np.percentile(times, 99))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,9 +36,9 @@ def run(args: argparse.Namespace) -> int:
         ort = None
         con.print("[yellow]onnxruntime is not installed: skipping the output check "
                   "(pip install 'tensorkiln[dev]')[/]")
-    ort_ms = None
     if ort is not None:
         so = ort.SessionOptions()
+        so.intra_op_num_threads = torch.get_num_threads()
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         ref = sess.run(None, feeds)[0]
         err = float(np.max(np.abs(out[name].astype(np.float64) - ref)))
@@ -55,11 +46,17 @@ def run(args: argparse.Namespace) -> int:
         ok = err <= 1e-3 * scale
         con.print(f"output check vs onnxruntime: max abs error {err:.3g} (max |out| {scale:.3g}) → "
                   + ("[green]match[/]" if ok else "[red]MISMATCH[/]"))
-        # alternate the two runtimes; each timed block follows its own warm-up
-        ort_ms, ort_p99 = _median_ms(lambda: sess.run(None, feeds), args.runs)
-    tk_ms, tk_p99 = _median_ms(lambda: eng.run(feeds), args.runs)
-    con.print(f"latency batch 1: tensorkiln median {tk_ms:.1f} ms (p99 {tk_p99:.1f})")
-    if ort_ms is not None:
-        con.print(f"                 onnxruntime median {ort_ms:.1f} ms (p99 {ort_p99:.1f}) "
-                  f"→ ratio {tk_ms / ort_ms:.2f}×")
+    from tensorkiln.bench import Runner, measure_side_by_side
+
+    runners = [Runner("tensorkiln", lambda: eng.run(feeds))]
+    if ort is not None:
+        runners.append(Runner("onnxruntime", lambda: sess.run(None, feeds)))
+    # interleaved rounds, order flipped each round, every timed call after an untimed one
+    res = measure_side_by_side(runners, rounds=args.runs)
+    con.print(f"latency batch 1: tensorkiln median {res.median('tensorkiln'):.1f} ms "
+              f"(p99 {res.p99('tensorkiln'):.1f})")
+    if ort is not None:
+        con.print(f"                 onnxruntime median {res.median('onnxruntime'):.1f} ms "
+                  f"(p99 {res.p99('onnxruntime'):.1f}) → ratio {res.ratio('tensorkiln', 'onnxruntime'):.2f}× "
+                  "(median of per-round ratios)")
     return 0
