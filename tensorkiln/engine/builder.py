@@ -9,6 +9,7 @@ import onnx
 
 from tensorkiln.engine.engine import BuildConfig, Engine
 from tensorkiln.engine.target import fingerprint
+from tensorkiln.engine.tuning import autotune
 from tensorkiln.errors import OptionError
 from tensorkiln.frontends.onnx_import import import_onnx
 from tensorkiln.passes import FUSIONS, PipelineResult, run_pipeline
@@ -34,6 +35,7 @@ def build(model: str | os.PathLike[str] | onnx.ModelProto | bytes, **options: An
         result = run_pipeline(graph, disabled=disabled)
     source = {"model": str(model) if isinstance(model, (str, os.PathLike)) else "<in-memory>"}
     engine = Engine(graph, cfg, fingerprint(), source)
+    engine.tuning = autotune(engine)
     engine.build_reports = {
         name: {"fired": r.fired, "why_not": [list(x) for x in r.why_not]} for name, r in result.reports.items()
     }

@@ -34,6 +34,11 @@ class BuildConfig:
     # optimization profiles: {"input": {"min": shape, "opt": shape, "max": shape}} or a list of them
     shapes: Any = None
     passes_disabled: list[str] = field(default_factory=list)
+    opt_level: int = 2  # 0 = heuristic tactics only … 5 = most timing repeats
+    tune_budget_s: float = 60.0  # stop timing new tactics after this many seconds
+    timing_cache: str | None = None  # path; None = ~/.cache/tensorkiln/timing/<machine>.json, "" = none
+    tactics_file: str | None = None  # JSON {node name: tactic} replayed instead of timing
+    progress: bool = False  # show a progress bar while tuning (the CLI turns it on)
 
     @staticmethod
     def from_options(options: Mapping[str, Any]) -> BuildConfig:
@@ -44,6 +49,8 @@ class BuildConfig:
         cfg = BuildConfig(**options)
         if cfg.threads is not None and (not isinstance(cfg.threads, int) or cfg.threads < 1):
             raise OptionError(f"threads must be a positive integer, got {cfg.threads!r}")
+        if not isinstance(cfg.opt_level, int) or not 0 <= cfg.opt_level <= 5:
+            raise OptionError(f"opt_level must be an integer 0…5, got {cfg.opt_level!r}")
         if cfg.streams != "auto" and (not isinstance(cfg.streams, int) or cfg.streams < 1):
             raise OptionError(f"streams must be a positive integer or 'auto', got {cfg.streams!r}")
         return cfg
@@ -65,12 +72,9 @@ class Engine:
         self.build_reports: dict[str, dict[str, Any]] = {}
         self.inputs: list[TensorSpec] = [TensorSpec.of(v) for v in graph.inputs]
         self.outputs: list[TensorSpec] = [TensorSpec.of(v) for v in graph.outputs]
-        self._program: Program = lower(graph, REGISTRY, release=config.planner)
-        self._protected_ptrs = frozenset(
-            t.untyped_storage().data_ptr()
-            for t in self._program.template
-            if t is not None and t.numel() > 0
-        )
+        self.tuning: list[dict[str, Any]] = []  # autotuner records (fresh builds only)
+        self.tuning_stats: dict[str, Any] = {}
+        self._lower()
         if config.threads is not None:
             torch.set_num_threads(config.threads)
         tune_allocator()
@@ -78,6 +82,20 @@ class Engine:
         self.streams = auto_streams(self.weight_bytes()) if config.streams == "auto" else int(config.streams)
         self._pool: StreamPool | None = None
         self._pool_lock = threading.Lock()
+
+    def _lower(self) -> None:
+        """(Re)build the program from the graph, e.g. after the autotuner chose tactics."""
+        self._program: Program = lower(self.graph, REGISTRY, release=self.config.planner,
+                                       reuse=getattr(self, "_program", None))
+        self._protected_ptrs = frozenset(
+            t.untyped_storage().data_ptr()
+            for t in self._program.template
+            if t is not None and t.numel() > 0
+        )
+        with getattr(self, "_pool_lock", threading.Lock()):
+            if getattr(self, "_pool", None) is not None:
+                self._pool.close()  # type: ignore[union-attr]
+                self._pool = None
 
     # ------------------------------------------------------------------ run
     def _prepare(self, feeds: Mapping[str, Any]) -> list[torch.Tensor]:
@@ -181,6 +199,7 @@ class Engine:
                 "origin": list(s.node.origin),
                 "outputs": [v.name for v in s.node.outputs],
                 "layout": s.node.attrs.get("layout", "any"),
+                "tactic": s.node.attrs.get("tactic", ""),
             }
             for i, s in enumerate(self._program.steps)
         ]

@@ -82,12 +82,20 @@ def _load_external(proto: onnx.ModelProto, base: Path) -> None:
 
 
 def _infer(proto: onnx.ModelProto) -> onnx.ModelProto:
-    if proto.ByteSize() > 1_900_000_000:
-        return proto  # too large for in-memory inference; kernels do not need it
+    """Shape/type inference on the model without its large weights (inference needs their
+    shapes, not their bytes; this also keeps multi-GB models under protobuf's 2 GB limit)."""
+    held: list[tuple[onnx.TensorProto, bytes]] = []
+    for t in proto.graph.initializer:
+        if len(t.raw_data) > 4096:
+            held.append((t, t.raw_data))
+            t.raw_data = b""
     try:
         return onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
     except Exception:
-        return proto
+        return proto  # inference is advisory only; kernels do not need it
+    finally:
+        for t, raw in held:
+            t.raw_data = raw
 
 
 def _type_of(tp: onnx.TypeProto) -> tuple[DType | None, tuple[Any, ...] | None]:

@@ -77,8 +77,13 @@ def fused_conv(node: Node, ctx: BuildContext) -> Kernel:
             pre_pad += [pads[i], pads[i + nd]]
         pads = [0] * (2 * nd)
     pad = pads[:nd]
-    onednn = (nd == 2 and torch.backends.mkldnn.is_available() and (act is None or post is not None)
-              and node.attrs.get("layout", "nchw") == "nhwc")
+    onednn_ok = nd == 2 and torch.backends.mkldnn.is_available() and (act is None or post is not None)
+    tactic = node.attrs.get("tactic") or default_conv_tactic(node)
+    if tactic not in CONV_TACTICS:
+        raise unsupported(node, f"unknown FusedConv tactic {tactic!r}; tactics are {list(CONV_TACTICS)}")
+    if tactic == "onednn-nhwc" and not onednn_ok:
+        raise unsupported(node, "tactic onednn-nhwc needs a 2-D convolution with a oneDNN post-op activation")
+    onednn = tactic == "onednn-nhwc"
     if onednn:
         # oneDNN picks the blocked weight format for a given input size; a weight packed for
         # another size is reordered on every call (measured 30x slower on a 7x7 layer) or runs a
@@ -138,11 +143,69 @@ def fused_conv(node: Node, ctx: BuildContext) -> Kernel:
     if onednn:
         return kernel
 
+    if tactic == "aten-nhwc" and nd == 2:
+        cl = torch.channels_last
+        w_cl = w.contiguous(memory_format=cl)
+
+        def nhwc_kernel(x: torch.Tensor, _w: Any = None, _b: Any = None,
+                        z: torch.Tensor | None = None) -> torch.Tensor:
+            if pre_pad is not None:
+                x = F.pad(x, pre_pad)
+            y = torch.convolution(x.contiguous(memory_format=cl), w_cl.to(x.dtype),
+                                  None if b is None else b.to(x.dtype), strides, pad, dil, False, [0] * nd, group)
+            if z is not None:
+                y = y.add_(z)  # y is fresh: adding in place is safe
+            return act(y) if act is not None else y
+
+        return nhwc_kernel
+
     def generic_kernel(x: torch.Tensor, _w: Any = None, _b: Any = None,
                        z: torch.Tensor | None = None) -> torch.Tensor:
-        return _generic(x, z)
+        return _generic(x.contiguous(), z)
 
     return generic_kernel
+
+
+# tactic id → version; a version bump invalidates timing-cache entries of that tactic
+CONV_TACTICS = {"onednn-nhwc": 1, "aten-nhwc": 1, "aten-nchw": 1}
+GEMM_TACTICS = {"aten-linear": 1, "onednn-linear": 1}
+
+
+def default_conv_tactic(node: Node) -> str:
+    """The heuristic choice (optimization level 0): oneDNN NHWC where the layout pass chose NHWC."""
+    w = node.inputs[1]
+    nd = (w.const.ndim - 2) if w is not None and w.const is not None else 0
+    act = node.attrs.get("activation", "")
+    post_ok = act in ("", "Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSwish", "Gelu", "GeluTanh")
+    if node.attrs.get("layout") == "nhwc" and nd == 2 and post_ok and torch.backends.mkldnn.is_available():
+        return "onednn-nhwc"
+    return "aten-nchw"
+
+
+def tactics_for(node: Node) -> dict[str, int]:
+    """Tactics that can run ``node`` (for the autotuner); empty when it has no choices."""
+    if node.domain != "tensorkiln":
+        return {}
+    if node.op_type == "FusedConv":
+        w = node.inputs[1]
+        nd = (w.const.ndim - 2) if w is not None and w.const is not None else 0
+        out = {"aten-nchw": 1}
+        if nd == 2:
+            out["aten-nhwc"] = 1
+            if default_conv_tactic(_with_layout(node)) == "onednn-nhwc":
+                out["onednn-nhwc"] = 1
+        return out
+    if node.op_type == "FusedGemm":
+        return dict(GEMM_TACTICS)
+    return {}
+
+
+def _with_layout(node: Node) -> Node:
+    import copy
+
+    n = copy.copy(node)
+    n.attrs = {**node.attrs, "layout": "nhwc"}
+    return n
 
 
 def fused_gemm(node: Node, ctx: BuildContext) -> Kernel:
@@ -152,8 +215,24 @@ def fused_gemm(node: Node, ctx: BuildContext) -> Kernel:
     w = torch_const(w_np)
     b_np = const_input(node, 2)
     b = torch_const(b_np) if b_np is not None else None
-    act, _, _, _ = make_activation(node.attrs.get("activation", ""), list(node.attrs.get("activation_params", [])))
+    act, post, scalars, algo = make_activation(node.attrs.get("activation", ""),
+                                               list(node.attrs.get("activation_params", [])))
     linear = F.linear
+    tactic = node.attrs.get("tactic") or "aten-linear"
+    if tactic not in GEMM_TACTICS:
+        raise unsupported(node, f"unknown FusedGemm tactic {tactic!r}; tactics are {list(GEMM_TACTICS)}")
+    if tactic == "onednn-linear" and torch.backends.mkldnn.is_available():
+        lin_pw = torch.ops.mkldnn._linear_pointwise
+        attr = post or "none"
+
+        def onednn_kernel(x: torch.Tensor, _w: Any = None, _b: Any = None) -> torch.Tensor:
+            if x.dtype != torch.float32:
+                y = linear(x, w.to(x.dtype), None if b is None else b.to(x.dtype))
+                return act(y) if act is not None else y
+            y = lin_pw(x.contiguous(), w, b, attr, scalars, algo)
+            return act(y) if (act is not None and post is None) else y
+
+        return onednn_kernel
 
     if act is None:
         def kernel(x: torch.Tensor, _w: Any = None, _b: Any = None) -> torch.Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -24,6 +25,7 @@ class Step:
     outs: tuple[int, ...]
     frees: tuple[int, ...]
     node: Node
+    attrs: dict[str, Any] = field(default_factory=dict)  # the node's attributes when the kernel was made
 
 
 @dataclass
@@ -95,7 +97,8 @@ def profile_program(program: Program, inputs: Sequence[torch.Tensor]) -> tuple[l
     return [env[s] for s in program.output_slots], times  # type: ignore[misc]
 
 
-def lower(graph: Graph, registry: dict[tuple[str, str], object], release: bool = True) -> Program:
+def lower(graph: Graph, registry: dict[tuple[str, str], object], release: bool = True,
+          reuse: Program | None = None) -> Program:
     """Compile ``graph`` into a Program. Unsupported ops are reported all at once."""
     missing = find_unsupported(graph, registry)
     if missing:
@@ -104,7 +107,10 @@ def lower(graph: Graph, registry: dict[tuple[str, str], object], release: bool =
             + "\n  ".join(missing)
         )
     errors: list[str] = []
-    prog = _lower(graph, registry, errors)
+    old: dict[int, Step] = {}
+    if reuse is not None:  # kernels of unchanged nodes are kept (no second weight packing)
+        old = {id(st.node): st for st in reuse.steps}
+    prog = _lower(graph, registry, errors, old)
     if prog is not None and not release:
         for st in prog.steps:  # planner off: keep every intermediate until the run ends
             st.frees = ()
@@ -132,7 +138,8 @@ def find_unsupported(graph: Graph, registry: dict[tuple[str, str], object]) -> l
     return out
 
 
-def _lower(graph: Graph, registry: dict[tuple[str, str], object], errors: list[str]) -> Program | None:
+def _lower(graph: Graph, registry: dict[tuple[str, str], object], errors: list[str],
+           old: dict[int, Step] | None = None) -> Program | None:
     slot_of: dict[int, int] = {}
     template: list[torch.Tensor | None] = [None]  # slot 0 is always None (absent input)
 
@@ -168,7 +175,10 @@ def _lower(graph: Graph, registry: dict[tuple[str, str], object], errors: list[s
     for i, n in enumerate(graph.nodes):
         factory = registry.get((n.domain, n.op_type))
         kernel: Kernel | None = None
-        if factory is None:
+        prev = (old or {}).get(id(n))
+        if prev is not None and prev.attrs == n.attrs:
+            kernel = prev.kernel
+        elif factory is None:
             errors.append(f"{n.qualified_op} (opset {n.opset}) at node {n.name!r}: no kernel")
         else:
             try:
@@ -180,7 +190,7 @@ def _lower(graph: Graph, registry: dict[tuple[str, str], object], errors: list[s
         frees = [s for s in set(ins) if s and last_use.get(s) == i and s not in keep]
         frees += [s for s in outs if s not in last_use and s not in keep]  # never read
         if kernel is not None:
-            steps.append(Step(kernel, ins, outs, tuple(sorted(set(frees))), n))
+            steps.append(Step(kernel, ins, outs, tuple(sorted(set(frees))), n, dict(n.attrs)))
     output_slots = [slot(v) for v in graph.outputs]
     if errors:
         return None

@@ -1,0 +1,160 @@
+"""The autotuner: for every step with several tactics, time each on the step's real inputs.
+
+Procedure: lower the graph with the heuristic tactics, run it once on inputs of the tuning
+shapes, and keep the inputs of each tunable step. For each such step, build every valid
+tactic's kernel and time it (warm-up, then repeats; the median), unless the timing cache
+already knows it. The input is passed as the previous step produced it, so a tactic that
+must reorder its input pays for that reorder. The heuristic incumbent is replaced only when
+another tactic is faster by more than the measured noise (and at least ``MIN_GAIN``).
+Choices are stored in ``node.attrs["tactic"]`` and travel with the engine file.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from tensorkiln.autotune.cache import TimingCache
+from tensorkiln.backends.cpu.base import BuildContext
+from tensorkiln.backends.cpu.ops_fused import default_conv_tactic, tactics_for
+from tensorkiln.backends.cpu.program import Program
+from tensorkiln.ir import Node
+
+MIN_GAIN = 0.03  # a challenger must be at least 3 % faster than the incumbent
+
+
+@dataclass
+class TuneRecord:
+    step: int
+    node: str
+    op: str
+    origin: list[str]
+    signature: str
+    incumbent: str
+    chosen: str
+    times_ms: dict[str, float] = field(default_factory=dict)
+    cached: bool = False
+    pinned: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "node": self.node, "op": self.op, "origin": self.origin,
+                "incumbent": self.incumbent, "chosen": self.chosen, "times_ms": self.times_ms,
+                "from_cache": self.cached, "pinned": self.pinned, "signature": self.signature}
+
+
+def _sig_tensor(t: Any) -> Any:
+    if not isinstance(t, torch.Tensor):
+        return None
+    layout = "nhwc" if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) \
+        and not t.is_contiguous() else "std"
+    return [list(t.shape), str(t.dtype).replace("torch.", ""), layout]
+
+
+def signature(node: Node, args: Sequence[Any]) -> str:
+    attrs = {k: v for k, v in node.attrs.items() if k not in ("tactic", "layout") and not isinstance(v, np.ndarray)}
+    w = node.inputs[1] if len(node.inputs) > 1 else None
+    wshape = list(w.const.shape) if w is not None and w.const is not None else None
+    return json.dumps({"op": node.qualified_op, "attrs": attrs, "w": wshape,
+                       "in": [_sig_tensor(a) for a in args]}, sort_keys=True, default=str)
+
+
+def _default_tactic(node: Node) -> str:
+    return default_conv_tactic(node) if node.op_type == "FusedConv" else "aten-linear"
+
+
+def _time(kernel: Callable[..., Any], args: Sequence[Any], repeats: int) -> tuple[float, float]:
+    for _ in range(2):
+        kernel(*args)
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        kernel(*args)
+        ts.append((time.perf_counter() - t0) * 1e3)
+    med = float(np.median(ts))
+    q1, q3 = np.percentile(ts, [25, 75])
+    return med, float(q3 - q1)
+
+
+def tune_graph(program: Program, inputs: Sequence[torch.Tensor], registry: dict[tuple[str, str], Any],
+               cache: TimingCache, level: int, budget_s: float, pinned: dict[str, str] | None = None,
+               progress: Callable[[int, int, str], None] | None = None) -> list[TuneRecord]:
+    """Choose a tactic for every tunable step; returns one record per tunable step."""
+    pinned = pinned or {}
+    repeats = {1: 3, 2: 5, 3: 7, 4: 11, 5: 21}.get(level, 5)
+    env = program.template.copy()
+    for s, t in zip(program.input_slots + program.capture_slots, inputs):
+        env[s] = t
+    tunable = [i for i, st in enumerate(program.steps) if len(tactics_for(st.node)) > 1]
+    records: list[TuneRecord] = []
+    t_start = time.perf_counter()
+    done = 0
+    for i, step in enumerate(program.steps):
+        args = [env[k] for k in step.ins]
+        if i in tunable:
+            records.append(_tune_step(i, step.node, args, registry, cache, repeats, pinned,
+                                      over_budget=time.perf_counter() - t_start > budget_s))
+            done += 1
+            if progress is not None:
+                progress(done, len(tunable), step.node.name)
+        r = step.kernel(*args)
+        if len(step.outs) == 1:
+            env[step.outs[0]] = r
+        else:
+            for s, t in zip(step.outs, r):
+                env[s] = t
+        for f in step.frees:
+            env[f] = None
+    return records
+
+
+def _tune_step(i: int, node: Node, args: list[Any], registry: dict[tuple[str, str], Any], cache: TimingCache,
+               repeats: int, pinned: dict[str, str], over_budget: bool) -> TuneRecord:
+    tactics = tactics_for(node)
+    incumbent = _default_tactic(node)
+    sig = signature(node, args)
+    rec = TuneRecord(i, node.name, node.qualified_op, list(node.origin), sig, incumbent, incumbent)
+    if node.name in pinned:
+        rec.chosen, rec.pinned = pinned[node.name], True
+        node.attrs["tactic"] = rec.chosen
+        return rec
+    spreads: dict[str, float] = {}
+    all_cached = True
+    for tac, ver in tactics.items():
+        key = f"{sig}|{tac}@{ver}"
+        ms = cache.get(key)
+        spread = cache.entries.get(key + "#iqr", 0.0)
+        if ms is None:
+            all_cached = False
+            if over_budget and tac != incumbent:
+                continue  # out of time: keep the heuristic choice
+            trial = copy.copy(node)
+            trial.attrs = {**node.attrs, "tactic": tac}
+            try:
+                kernel = registry[(node.domain, node.op_type)](trial, BuildContext(compile_subgraph=_no_sub))
+                ms, spread = _time(kernel, args, repeats)
+            except Exception:  # a tactic that cannot run this layer is not a candidate
+                continue
+            cache.put(key, ms)
+            cache.put(key + "#iqr", spread)  # decisions depend only on cached numbers: replayable
+        spreads[tac] = spread
+        rec.times_ms[tac] = round(ms, 4)
+    rec.cached = all_cached
+    if rec.times_ms:
+        best = min(rec.times_ms, key=lambda t: rec.times_ms[t])
+        inc_ms = rec.times_ms.get(incumbent)
+        noise = max(spreads.get(best, 0.0), spreads.get(incumbent, 0.0))
+        if inc_ms is None or (inc_ms - rec.times_ms[best] > max(noise, MIN_GAIN * inc_ms)):
+            rec.chosen = best
+    node.attrs["tactic"] = rec.chosen
+    return rec
+
+
+def _no_sub(g: object) -> object:
+    raise RuntimeError("tunable steps have no subgraphs")

@@ -1,0 +1,101 @@
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tensorkiln
+from tensorkiln.autotune import TimingCache, merge_caches
+from tests.runtime.test_concurrency import conv_model
+
+X = np.random.default_rng(0).standard_normal((2, 3, 12, 12)).astype(np.float32)
+
+
+def _tactics(e: tensorkiln.Engine) -> dict[str, str]:
+    return {r["node"]: r["chosen"] for r in e.tuning}
+
+
+@pytest.mark.parametrize("tactic", ["onednn-nhwc", "aten-nhwc", "aten-nchw"])
+def test_every_conv_tactic_gives_the_same_numbers(tactic: str, tmp_path: Path) -> None:
+    ref = tensorkiln.build(conv_model(), optimize=False).run({"x": X})["y"]
+    e = tensorkiln.build(conv_model(), opt_level=0)
+    conv = next(n for n in e.graph.nodes if n.op_type == "FusedConv")
+    conv.attrs["tactic"] = tactic
+    e._lower()
+    assert e.steps()[0]["tactic"] == tactic
+    np.testing.assert_allclose(e.run({"x": X})["y"], ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("tactic", ["aten-linear", "onednn-linear"])
+def test_every_gemm_tactic_gives_the_same_numbers(tactic: str) -> None:
+    ref = tensorkiln.build(conv_model(), optimize=False).run({"x": X})["y"]
+    e = tensorkiln.build(conv_model(), opt_level=0)
+    gemm = next(n for n in e.graph.nodes if n.op_type == "FusedGemm")
+    gemm.attrs["tactic"] = tactic
+    e._lower()
+    np.testing.assert_allclose(e.run({"x": X})["y"], ref, rtol=1e-4, atol=1e-4)
+
+
+def test_warm_cache_is_reused_and_choices_replay(tmp_path: Path) -> None:
+    cache = tmp_path / "timing.json"
+    cold = tensorkiln.build(conv_model(), timing_cache=str(cache))
+    assert cache.is_file() and cold.tuning and cold.tuning_stats["cache_misses"] > 0
+    warm = tensorkiln.build(conv_model(), timing_cache=str(cache))
+    assert warm.tuning_stats["cache_misses"] == 0 and all(r["from_cache"] for r in warm.tuning)
+    again = tensorkiln.build(conv_model(), timing_cache=str(cache))
+    assert _tactics(warm) == _tactics(again)
+
+
+def test_read_only_cache_is_used_but_not_written(tmp_path: Path) -> None:
+    cache = tmp_path / "ro" / "timing.json"
+    tensorkiln.build(conv_model(), timing_cache=str(cache))
+    before = cache.read_text()
+    os.chmod(cache.parent, 0o555)
+    try:
+        e = tensorkiln.build(conv_model(), timing_cache=str(cache), opt_level=3)
+    finally:
+        os.chmod(cache.parent, 0o755)
+    assert e.tuning and cache.read_text() == before
+
+
+def test_cache_of_another_machine_is_ignored(tmp_path: Path) -> None:
+    cache = tmp_path / "timing.json"
+    tensorkiln.build(conv_model(), timing_cache=str(cache))
+    doc = json.loads(cache.read_text())
+    doc["machine"]["cpu"] = "some other CPU"
+    cache.write_text(json.dumps(doc))
+    e = tensorkiln.build(conv_model(), timing_cache=str(cache))
+    assert e.tuning_stats["cache_hits"] == 0
+
+
+def test_merge_caches(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    tensorkiln.build(conv_model(), timing_cache=str(a))
+    tensorkiln.build(conv_model(), timing_cache=str(b), opt_level=0)  # level 0: no timing, no file
+    assert not b.exists()
+    tensorkiln.build(conv_model(), timing_cache=str(b), opt_level=4)
+    n = merge_caches([a, b], tmp_path / "m.json")
+    machine = json.loads(a.read_text())["machine"]
+    merged = TimingCache(tmp_path / "m.json", machine).entries
+    assert n == len(merged) and set(TimingCache(a, machine).entries) <= set(merged)
+
+
+def test_pinned_tactics_replay(tmp_path: Path) -> None:
+    e = tensorkiln.build(conv_model(), timing_cache="")
+    conv = next(r["node"] for r in e.tuning if r["op"] == "tensorkiln::FusedConv")
+    pins = tmp_path / "pins.json"
+    pins.write_text(json.dumps({conv: "aten-nchw"}))
+    p = tensorkiln.build(conv_model(), tactics_file=str(pins), timing_cache="")
+    assert _tactics(p)[conv] == "aten-nchw"
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"tuning": p.tuning}))
+    r = tensorkiln.build(conv_model(), tactics_file=str(report), timing_cache="")
+    assert _tactics(r) == _tactics(p)
+
+
+def test_opt_level_zero_keeps_heuristics() -> None:
+    e = tensorkiln.build(conv_model(), opt_level=0)
+    assert e.tuning == []
+    with pytest.raises(tensorkiln.OptionError, match="opt_level"):
+        tensorkiln.build(conv_model(), opt_level=9)
