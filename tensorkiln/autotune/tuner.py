@@ -98,7 +98,10 @@ def tune_graph(program: Program, inputs: Sequence[torch.Tensor], registry: dict[
     for i, step in enumerate(program.steps):
         args = [env[k] for k in step.ins]
         if i in tunable:
-            records.append(_tune_step(i, step.node, args, registry, cache, repeats, pinned,
+            # in-place kernels write into their residual input: time them on a copy
+            targs = [a.clone() if k == 3 and isinstance(a, torch.Tensor) else a for k, a in enumerate(args)] \
+                if step.node.attrs.get("residual_inplace") else args
+            records.append(_tune_step(i, step.node, targs, registry, cache, repeats, pinned,
                                       over_budget=time.perf_counter() - t_start > budget_s))
             done += 1
             if progress is not None:

@@ -7,7 +7,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tensorkiln.ir import Graph, verify
-from tensorkiln.passes import cleanup, dce, fold_bn, fuse_conv, fuse_gemm, fuse_transformer, layout, merge_parallel
+from tensorkiln.passes import (
+    cleanup,
+    dce,
+    fold_bn,
+    fuse_conv,
+    fuse_gemm,
+    fuse_transformer,
+    inplace,
+    layout,
+    merge_parallel,
+)
 from tensorkiln.passes.rewrite import RuleReport
 
 Pass = Callable[[Graph, RuleReport], bool]
@@ -36,6 +46,7 @@ PIPELINE: list[tuple[str, Pass]] = [
     ("fuse-gemm", fuse_gemm.run),
     ("dead-code-final", _plain(dce.run)),
     ("select-layout", layout.run),
+    ("inplace-residual", inplace.run),
 ]
 # passes that fuse layers (turned off together by fusion=False)
 FUSIONS = {"fold-batchnorm", "fuse-conv", "merge-parallel-conv", "fuse-gelu", "fuse-layernorm", "fuse-attention",

@@ -113,6 +113,8 @@ def fused_conv(node: Node, ctx: BuildContext) -> Kernel:
         cl = torch.channels_last
         conv_pw = torch.ops.mkldnn._convolution_pointwise
         conv_bin = torch.ops.mkldnn._convolution_pointwise.binary
+        conv_bin_ = torch.ops.mkldnn._convolution_pointwise_.binary
+        inplace = bool(node.attrs.get("residual_inplace", False))
         unary = post or "none"
 
         def kernel(x: torch.Tensor, _w: Any = None, _b: Any = None, z: torch.Tensor | None = None) -> Any:
@@ -126,6 +128,9 @@ def fused_conv(node: Node, ctx: BuildContext) -> Kernel:
                 wp = pack(tuple(x.shape))
             if z is None:
                 return conv_pw(x, wp, b, pad, strides, dil, group, unary, scalars, algo)
+            if inplace and z.dtype == torch.float32 and z.is_contiguous(memory_format=cl) and z.dim() == 4:
+                # z dies here (checked by the in-place pass): write the result into it
+                return conv_bin_(z, x, wp, b, pad, strides, dil, group, "add", 1.0, post, scalars, algo)
             z = z.contiguous(memory_format=cl)
             if post is None:
                 return conv_bin(x, z, wp, b, pad, strides, dil, group, "add", 1.0, None, [], None)
