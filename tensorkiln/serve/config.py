@@ -155,7 +155,8 @@ def complete(cfg: Any, name: str, inputs: Sequence[TensorSpec], outputs: Sequenc
                                   f"priority_levels {db.priority_levels}")
         for level in db.priority_queue_policy:
             if not 1 <= level <= db.priority_levels:
-                raise InvalidArgument(f"{where}: priority_queue_policy for level {level} outside 1..{db.priority_levels}")
+                raise InvalidArgument(f"{where}: priority_queue_policy for level {level} outside "
+                                      f"1..{db.priority_levels}")
     if not cfg.HasField("version_policy"):
         cfg.version_policy.latest.num_versions = 1
     return cfg
