@@ -100,7 +100,7 @@ def from_bytes(buf: bytes | memoryview, datatype: str, shape: tuple[int, ...], w
         raise InvalidArgument(f"{where}: unexpected byte size {len(buf)} for {datatype} {list(shape)}, "
                               f"expected {size}")
     arr = np.frombuffer(buf, dtype=NUMPY[datatype]).reshape(shape)
-    return arr
+    return arr.copy() if datatype == "BF16" else arr  # torch refuses read-only bfloat16 views
 
 
 def to_bytes(a: np.ndarray, datatype: str) -> bytes:

@@ -74,11 +74,17 @@ class ServedModel:
         self.executor = ThreadPoolExecutor(max_workers=self.n_instances, thread_name_prefix=f"tk-serve-{name}")
         self.policy = batch_policy(cfg)
         self.batcher: DynamicBatcher | None = None
+        # models with BYTES (string) tensors: the CPU engine has no string kernels; a model whose
+        # outputs are all its inputs passed through Identity nodes is served by echoing them
+        self.has_bytes = any(s.datatype == "BYTES" for s in [*self.inputs, *self.outputs])
+        self.echo = _echo_map(engine) if self.has_bytes else None
         self._labels = (name, version)
 
     # --------------------------------------------------------------- lifecycle
     def warmup(self) -> None:
         """Run every instance once at each batch size the batcher will use (before marking ready)."""
+        if self.has_bytes:
+            return
         for feeds in self._warmup_feeds():
             for ctx in self.instances:
                 ctx.run(feeds)
@@ -208,8 +214,16 @@ class ServedModel:
                 feeds = {s.name: np.concatenate([r.inputs[s.name] for r in reqs]) for s in self.inputs
                          if s.name in reqs[0].inputs}
             t1 = time.perf_counter_ns()
-            result = ctx.run(feeds)
+            if self.echo is not None:
+                result = {o: feeds[i] for o, i in self.echo.items()}
+            elif self.has_bytes:
+                raise InvalidArgument(f"model '{self.name}' has BYTES tensors and does string math, which the CPU "
+                                      "engine cannot run; only pure pass-through of BYTES is served")
+            else:
+                result = ctx.run(feeds)
             t2 = time.perf_counter_ns()
+        except ServeError as e:
+            return [e] * len(reqs)
         except UserError as e:
             err: ServeError = InvalidArgument(str(e)) if len(reqs) == 1 else Internal(f"batch failed: {e}")
             return [err] * len(reqs)
@@ -249,3 +263,20 @@ class ServedModel:
             "outputs": [{"name": s.name, "datatype": s.datatype, "shape": lead + list(s.dims)}
                         for s in self.outputs],
         }
+
+
+def _echo_map(engine: Engine) -> dict[str, str] | None:
+    """output name -> input name when every output is an input passed through Identity nodes."""
+    g = engine.graph
+    inputs = {id(v): v.name for v in g.inputs}
+    out: dict[str, str] = {}
+    for v in g.outputs:
+        cur, hops = v, 0
+        while id(cur) not in inputs:
+            node = cur.producer
+            if node is None or node.op_type != "Identity" or hops > 64:
+                return None
+            cur = node.inputs[0]
+            hops += 1
+        out[v.name] = inputs[id(cur)]
+    return out
