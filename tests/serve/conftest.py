@@ -111,8 +111,8 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(repository: Path):
     from tensorkiln.serve import Server
 
-    s = Server(str(repository), http_port=0, grpc_port=0, max_body_bytes=4 << 20,
-               max_tensor_bytes=2 << 20).start(timeout=300)
+    s = Server(str(repository), http_port=0, grpc_port=0, max_body_bytes=8 << 20,
+               max_tensor_bytes=8 << 20).start(timeout=300)
     yield s
     s.stop()
 
