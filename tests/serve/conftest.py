@@ -15,7 +15,7 @@ pytest.importorskip("tritonclient.grpc", reason="serving tests need the serve/de
 pytest.importorskip("starlette", reason="serving tests need the serve extra")
 pytest.importorskip("uvicorn", reason="serving tests need the serve extra")
 
-from tests.helpers import tiny_model  # noqa: E402
+from tests.helpers import tiny_model
 
 # protocol datatype -> (ONNX element type, numpy dtype)
 DATATYPES = {

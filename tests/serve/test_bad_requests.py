@@ -167,6 +167,7 @@ def test_metrics_have_triton_names(server):
                  "tensorkiln_queue_duration_seconds_bucket"):
         assert f"\n{name}{{" in text, name
     assert "# TYPE nv_inference_request_success counter" in text
-    line = next(ln for ln in text.splitlines() if ln.startswith('nv_inference_request_success{model="tiny",version="2"}'))
+    key = 'nv_inference_request_success{model="tiny",version="2"}'
+    line = next(ln for ln in text.splitlines() if ln.startswith(key))
     assert float(line.rsplit(" ", 1)[1]) >= 1
     assert 'nv_inference_request_failure{model="tiny",version="2",reason="OTHER"}' in text
