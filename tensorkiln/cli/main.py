@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from rich.console import Console
 
-from tensorkiln.cli import cmd_bench, cmd_build, cmd_compare, cmd_demo, cmd_inspect, cmd_run, cmd_zoo
+from tensorkiln.cli import cmd_bench, cmd_build, cmd_compare, cmd_demo, cmd_inspect, cmd_run, cmd_serve, cmd_zoo
 from tensorkiln.errors import TensorkilnError, UserError
 
 Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
@@ -19,6 +19,7 @@ COMMANDS: list[Command] = [
     ("inspect", "show inputs, outputs, ops and steps", cmd_inspect.add_args, cmd_inspect.run),
     ("zoo", "list or export the model zoo's networks", cmd_zoo.add_args, cmd_zoo.run),
     ("demo", "build zoo ResNet-50, check it against onnxruntime, time it", cmd_demo.add_args, cmd_demo.run),
+    ("serve", "serve a model repository over KServe v2 HTTP and gRPC", cmd_serve.add_args, cmd_serve.run),
     ("bench", "measure throughput, latency, budgets and peers (trtexec-like)", cmd_bench.add_args, cmd_bench.run),
     ("compare", "check outputs vs a reference; find the first divergent layer", cmd_compare.add_args, cmd_compare.run),
 ]
