@@ -1,0 +1,226 @@
+"""CPU kernels for tensorkiln's int8 ops (domain ``tensorkiln``), made by ``passes/quantize*.py``.
+
+All run oneDNN's int8 primitives through PyTorch on plain ``uint8`` / ``int8`` tensors:
+
+* ``QConv``: ``onednn::qconv2d_pointwise`` (``.binary`` with a ``sum`` post-op for a residual
+  input) on channels-last uint8 activations and int8 weights prepacked per input shape,
+  per-output-channel weight scales, fp32 bias; the output is requantized to uint8 (for the
+  next int8 layer) or written as fp32 (dequantization fused). A float input is quantized
+  first (one ``quantize_per_tensor``).
+* ``QGemm``: ``onednn::qlinear_pointwise`` likewise, over the last axis.
+* ``Quantize`` / ``Dequantize``: uint8 ⇄ float32 at the border of an int8 region.
+* ``QMaxPool``: max pooling on uint8 (max commutes with quantization, so scale and zero
+  point pass through).
+
+Measured on a 2-core AVX2 Zen 3 (see benchmarks/bench_int8.py): ``onednn::qconv2d_pointwise``
+and ``quantized::conv2d`` with the ``onednn`` engine run at the same speed (the same oneDNN
+primitive); the ``x86`` engine (fbgemm for some shapes) is slower; ``qnnpack`` slower than fp32.
+The plain-tensor ``onednn`` ops are used: no quantized-tensor wrappers per call, fp32 output and
+fused residual sums available.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from tensorkiln.backends.cpu.base import BuildContext, Factory, Kernel, const_input, torch_const, unsupported
+from tensorkiln.backends.cpu.ops_fused import make_activation
+from tensorkiln.ir import Node
+
+CL = torch.channels_last
+# FusedConv activation → oneDNN int8 post-op name
+_POST = {"": "none", "Relu": "relu", "Clip": "hardtanh", "HardSwish": "hardswish"}
+_LINEAR_POST = {"": "none", "Relu": "relu"}
+
+
+def quantize_u8(x: torch.Tensor, scale: float, zp: int) -> torch.Tensor:
+    """float → uint8 ``clamp(round(x / scale) + zp, 0, 255)`` (PyTorch's rounding), keeping the memory format."""
+    if x.dtype != torch.float32:
+        x = x.float()
+    return x.mul(1.0 / scale).round_().add_(zp).clamp_(0, 255).to(torch.uint8)
+
+
+def dequantize_u8(q: torch.Tensor, scale: float, zp: int) -> torch.Tensor:
+    return q.to(torch.float32).sub_(zp).mul_(scale)
+
+
+def _q(node: Node, name: str) -> tuple[float, int]:
+    return float(node.attrs[f"{name}_scale"]), int(node.attrs[f"{name}_zero_point"])
+
+
+def qconv(node: Node, ctx: BuildContext) -> Kernel:
+    qw_np, ws_np = const_input(node, 1), const_input(node, 2)
+    if qw_np is None or ws_np is None:
+        raise unsupported(node, "QConv needs constant int8 weights and scales")
+    qw, ws = torch_const(qw_np), torch_const(ws_np)
+    b_np = const_input(node, 3)
+    b = torch_const(b_np) if b_np is not None else None
+    k = list(qw.shape[2:])
+    nd = len(k)
+    strides = [int(s) for s in node.attrs.get("strides", [1] * nd)]
+    dil = [int(d) for d in node.attrs.get("dilations", [1] * nd)]
+    group = int(node.attrs.get("group", 1))
+    pads = [int(p) for p in node.attrs.get("pads", [0] * (2 * nd))]
+    if node.attrs.get("auto_pad", "NOTSET") == "VALID":
+        pads = [0] * (2 * nd)
+    pre_pad: list[int] | None = None
+    if pads[:nd] != pads[nd:]:
+        pre_pad = []
+        for i in reversed(range(nd)):
+            pre_pad += [pads[i], pads[i + nd]]
+        pads = [0] * (2 * nd)
+    pad = pads[:nd]
+    xs, xz = _q(node, "x")
+    out_u8 = node.attrs.get("out_dtype", "float32") == "uint8"
+    ys, yz = _q(node, "y") if out_u8 else (1.0, 0)
+    out_dt = torch.uint8 if out_u8 else torch.float32
+    act_name = str(node.attrs.get("activation", ""))
+    act, _, scalars, _ = make_activation(act_name, list(node.attrs.get("activation_params", [])))
+    post = _POST.get(act_name)
+    after: Any = None  # activation computed on the fp32 output (not a oneDNN int8 post-op)
+    if post is None:
+        if out_u8:
+            raise unsupported(node, f"QConv with activation {act_name} cannot write uint8")
+        post, scalars, after = "none", [], act
+    has_z = len(node.inputs) > 4 and node.inputs[4] is not None
+    if has_z and post not in ("none", "relu"):
+        raise unsupported(node, f"QConv with a residual input and activation {act_name}")
+    zs, zz = _q(node, "z") if has_z and "z_scale" in node.attrs else (1.0, 0)
+    wz = torch.zeros(qw.shape[0], dtype=torch.int64)
+    packed: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def pack(shape: tuple[int, ...]) -> torch.Tensor:
+        wp = packed.get(shape)
+        if wp is None:
+            if len(packed) >= 4:
+                for key, v in packed.items():
+                    if key[1:] == shape[1:]:
+                        return v
+            wp = torch.ops.onednn.qconv_prepack(qw, ws, xs, xz, strides, pad, dil, group, list(shape))
+            if len(packed) < 8:
+                packed[shape] = wp
+        return wp
+
+    x_val = node.inputs[0]
+    if x_val is not None and x_val.shape is not None and len(x_val.shape) == 4 and pre_pad is None and \
+            all(isinstance(d, int) for d in x_val.shape[1:]):
+        batch = x_val.shape[0] if isinstance(x_val.shape[0], int) else 1
+        pack((batch, *x_val.shape[1:]))  # type: ignore[arg-type]
+    conv = torch.ops.onednn.qconv2d_pointwise
+    conv_sum = torch.ops.onednn.qconv2d_pointwise.binary
+
+    def prepare(x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.uint8:
+            x = quantize_u8(x.contiguous(memory_format=CL), xs, xz)
+        if pre_pad is not None:
+            x = F.pad(x, pre_pad, value=xz)
+        return x.contiguous(memory_format=CL)
+
+    def accumulator(z: torch.Tensor) -> torch.Tensor:
+        # the sum post-op accumulates into this tensor in place: always hand it a private one
+        if out_u8:
+            if z.dtype == torch.uint8:
+                return z.clone(memory_format=CL)
+            return quantize_u8(z.contiguous(memory_format=CL), zs, zz)
+        if z.dtype == torch.uint8:
+            return dequantize_u8(z.contiguous(memory_format=CL), zs, zz)
+        return z.clone(memory_format=CL)
+
+    acc_s, acc_z = (zs, zz) if out_u8 else (1.0, 0)
+    unary = post if post != "none" else "none"
+
+    def kernel(x: torch.Tensor, _w: Any = None, _s: Any = None, _b: Any = None,
+               z: torch.Tensor | None = None) -> torch.Tensor:
+        x = prepare(x)
+        wp = packed.get(tuple(x.shape))
+        if wp is None:
+            wp = pack(tuple(x.shape))
+        if z is None:
+            y = conv(x, xs, xz, wp, ws, wz, b, strides, pad, dil, group, ys, yz, out_dt, post, scalars, "")
+        else:
+            acc = accumulator(z)
+            y = conv_sum(x, xs, xz, wp, ws, wz, acc, b, strides, pad, dil, group, ys, yz, out_dt,
+                         acc_s, acc_z, "sum", 1.0, unary, [], "")
+        return after(y) if after is not None else y
+
+    return kernel
+
+
+def qgemm(node: Node, ctx: BuildContext) -> Kernel:
+    qw_np, ws_np = const_input(node, 1), const_input(node, 2)
+    if qw_np is None or ws_np is None:
+        raise unsupported(node, "QGemm needs constant int8 weights and scales")
+    qw, ws = torch_const(qw_np), torch_const(ws_np)
+    b_np = const_input(node, 3)
+    b = torch_const(b_np) if b_np is not None else None
+    xs, xz = _q(node, "x")
+    out_u8 = node.attrs.get("out_dtype", "float32") == "uint8"
+    ys, yz = _q(node, "y") if out_u8 else (1.0, 0)
+    out_dt = torch.uint8 if out_u8 else torch.float32
+    act_name = str(node.attrs.get("activation", ""))
+    act, _, _, _ = make_activation(act_name, list(node.attrs.get("activation_params", [])))
+    post = _LINEAR_POST.get(act_name)
+    after: Any = None
+    if post is None:
+        if out_u8:
+            raise unsupported(node, f"QGemm with activation {act_name} cannot write uint8")
+        post, after = "none", act
+    wp = torch.ops.onednn.qlinear_prepack(qw, None)
+    wz = torch.zeros(qw.shape[0], dtype=torch.int64)
+    lin = torch.ops.onednn.qlinear_pointwise
+
+    def kernel(x: torch.Tensor, _w: Any = None, _s: Any = None, _b: Any = None) -> torch.Tensor:
+        if x.dtype != torch.uint8:
+            x = quantize_u8(x.contiguous(), xs, xz)
+        y = lin(x.contiguous(), xs, xz, wp, ws, wz, b, ys, yz, out_dt, post, [], "")
+        return after(y) if after is not None else y
+
+    return kernel
+
+
+def quantize(node: Node, ctx: BuildContext) -> Kernel:
+    s, z = _q(node, "y")
+
+    def kernel(x: torch.Tensor) -> torch.Tensor:
+        return quantize_u8(x, s, z)
+
+    return kernel
+
+
+def dequantize(node: Node, ctx: BuildContext) -> Kernel:
+    s, z = _q(node, "x")
+
+    def kernel(x: torch.Tensor) -> torch.Tensor:
+        return dequantize_u8(x, s, z)
+
+    return kernel
+
+
+def qmaxpool(node: Node, ctx: BuildContext) -> Kernel:
+    ks = [int(k) for k in node.attrs["kernel_shape"]]
+    strides = [int(s) for s in node.attrs.get("strides", [1, 1])]
+    pads = [int(p) for p in node.attrs.get("pads", [0, 0, 0, 0])]
+    dil = [int(d) for d in node.attrs.get("dilations", [1, 1])]
+    if len(ks) != 2 or pads[:2] != pads[2:]:
+        raise unsupported(node, "QMaxPool takes 2-D windows with symmetric pads")
+    ceil = bool(int(node.attrs.get("ceil_mode", 0)))
+    s, z = _q(node, "x")
+    make_q = torch._make_per_tensor_quantized_tensor
+    pool = torch.ops.quantized.max_pool2d
+
+    def kernel(x: torch.Tensor) -> torch.Tensor:
+        return pool(make_q(x.contiguous(memory_format=CL), s, z), ks, strides, pads[:2], dil, ceil).int_repr()
+
+    return kernel
+
+
+KERNELS: dict[str, Factory] = {
+    "tensorkiln::QConv": qconv,
+    "tensorkiln::QGemm": qgemm,
+    "tensorkiln::Quantize": quantize,
+    "tensorkiln::Dequantize": dequantize,
+    "tensorkiln::QMaxPool": qmaxpool,
+}

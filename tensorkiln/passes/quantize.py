@@ -1,0 +1,128 @@
+"""Int8 rewrite: the layers a :class:`~tensorkiln.quant.plan.QuantPlan` names become int8 kernels.
+
+# before -> after:  y = FusedConv(x, W, b, z){act}   ->  y = QConv(x, Wq, Ws, b, z){x/y/z scale, zero point}
+# before -> after:  y = FusedGemm(x, W, b){act}      ->  y = QGemm(x, Wq, Ws, b){x/y scale, zero point}
+# before -> after:  m = MaxPool(a:uint8)             ->  m = QMaxPool(a)
+# before -> after:  r = Op(v:uint8)                  ->  r = Op(Dequantize(v))
+
+Weights are quantized per output channel (``quant.qparams.quantize_weight``); activations
+per tensor to uint8 from their calibrated ranges. Where tensors stay uint8 between layers
+follows ``quant.plan.plan_storage`` — the same rules the calibration simulation uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tensorkiln.ir import DType, Graph, Node, Value
+from tensorkiln.quant.plan import QuantPlan, layer_kind, nodes_for, plan_storage
+from tensorkiln.quant.qparams import QParams, quantize_weight
+
+DOMAIN = "tensorkiln"
+
+
+def _params(plan: QuantPlan, v: Value) -> QParams:
+    r = plan.ranges.get(v.name)
+    if r is None:
+        from tensorkiln.errors import InternalError
+
+        raise InternalError(f"no calibrated range for tensor {v.name!r}")
+    return QParams.from_range(*r)
+
+
+def apply(graph: Graph, plan: QuantPlan) -> dict[str, Any]:
+    """Rewrite ``graph`` in place; returns a report {"int8": [node names], "uint8_tensors": n}."""
+    layers = nodes_for(graph, plan.layers)
+    st = plan_storage(graph, layers)
+    qp: dict[int, QParams] = {}
+    for n in graph.nodes:
+        for v in n.outputs:
+            if id(v) in st.stored:
+                qp[id(v)] = _params(plan, st.param_source[id(v)])
+    stored_vals: list[Value] = [v for n in graph.nodes for v in n.outputs if id(v) in st.stored]
+    int8_readers: set[tuple[int, int]] = set()
+    replaced: dict[int, Node] = {}
+    for n in layers:
+        new = _quantized_layer(graph, n, plan, st.stored, qp)
+        replaced[id(n)] = new
+        if layer_kind(n) == "conv":
+            int8_readers.update({(id(new), 0), (id(new), 4)})
+        else:
+            int8_readers.add((id(new), 0))
+    for n in list(graph.nodes):
+        if id(n) in st.transparent:
+            src = n.inputs[0]
+            assert src is not None
+            attrs = dict(n.attrs)
+            p = qp[id(n.outputs[0])]
+            attrs.update(x_scale=p.scale, x_zero_point=p.zero_point)
+            new = Node("QMaxPool", [src], list(n.outputs), attrs, n.name, DOMAIN, 1, origin=list(n.origin))
+            replaced[id(n)] = new
+            int8_readers.add((id(new), 0))
+    for i, n in enumerate(graph.nodes):
+        new = replaced.get(id(n))
+        if new is None:
+            continue
+        for k, v in enumerate(n.inputs):
+            if v is not None:
+                v.uses = [(m, j) for (m, j) in v.uses if not (m is n and j == k)]
+        for k, v in enumerate(new.inputs):
+            if v is not None:
+                v.uses.append((new, k))
+        for v in new.outputs:
+            v.producer = new
+        graph.nodes[i] = new
+    for v in stored_vals:
+        v.dtype = DType.UINT8
+        _dequantize_for_float_readers(graph, v, qp[id(v)], int8_readers)
+    return {"int8": [n.name for n in layers], "uint8_tensors": len(stored_vals)}
+
+
+def _quantized_layer(graph: Graph, n: Node, plan: QuantPlan, stored: set[int], qp: dict[int, QParams]) -> Node:
+    kind = layer_kind(n)
+    x, w = n.inputs[0], n.inputs[1]
+    assert x is not None and w is not None and w.const is not None
+    q, s = quantize_weight(w.const)
+    qv = graph.add_constant(graph.fresh_name(f"{n.name}_Wq"), q)
+    sv = graph.add_constant(graph.fresh_name(f"{n.name}_Ws"), s)
+    b = n.inputs[2] if len(n.inputs) > 2 else None
+    attrs: dict[str, Any] = dict(n.attrs)
+    xp = qp.get(id(x)) or _params(plan, x)
+    attrs.update(x_scale=xp.scale, x_zero_point=xp.zero_point)
+    y = n.outputs[0]
+    if id(y) in stored:
+        yp = qp[id(y)]
+        attrs.update(out_dtype="uint8", y_scale=yp.scale, y_zero_point=yp.zero_point)
+    else:
+        attrs["out_dtype"] = "float32"
+    inputs: list[Value | None] = [x, qv, sv, b]
+    if kind == "conv":
+        z = n.inputs[3] if len(n.inputs) > 3 else None
+        if z is not None:
+            zp = qp.get(id(z)) or _params(plan, z)
+            attrs.update(z_scale=zp.scale, z_zero_point=zp.zero_point)
+        inputs.append(z)
+        attrs.setdefault("layout", "nhwc")
+    op = "QConv" if kind == "conv" else "QGemm"
+    return Node(op, inputs, [y], attrs, n.name, DOMAIN, 1, origin=list(n.origin))
+
+
+def _dequantize_for_float_readers(graph: Graph, v: Value, p: QParams, int8_readers: set[tuple[int, int]]) -> None:
+    float_uses = [(m, j) for (m, j) in v.uses if (id(m), j) not in int8_readers]
+    is_output = any(o is v for o in graph.outputs)
+    if not float_uses and not is_output:
+        return
+    fv = Value(graph.fresh_name(f"{v.name}_fp32"), DType.FLOAT32, v.shape)
+    dq = Node("Dequantize", [v], [fv], {"x_scale": p.scale, "x_zero_point": p.zero_point},
+              graph.fresh_name(f"{v.name}_dequantize"), DOMAIN, 1, origin=[])
+    pos = graph.nodes.index(v.producer) + 1 if v.producer is not None else 0
+    graph.nodes.insert(pos, dq)
+    fv.producer = dq
+    for m, j in float_uses:
+        m.inputs[j] = fv
+        fv.uses.append((m, j))
+    v.uses = [(m, j) for (m, j) in v.uses if (id(m), j) in int8_readers]
+    v.uses.append((dq, 0))
+    if is_output:  # keep the graph output's name on the float tensor
+        graph.outputs = [fv if o is v else o for o in graph.outputs]
+        v.name, fv.name = fv.name, v.name

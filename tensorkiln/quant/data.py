@@ -1,0 +1,79 @@
+"""Calibration data: the user's batches re-cut into fixed-size chunks.
+
+The user hands in any iterable of feeds (dicts input name → array, any batch size). Samples
+are taken one by one along axis 0, in order; every fifth sample (index 4, 9, 14, …) is held
+out for choosing methods and checking accuracy (up to ``max_held_out``), the others are
+re-batched into chunks of ``chunk`` samples for collecting statistics. Which sample goes
+where, and how the network sees it, depends only on the sequence of samples, so the
+calibration result is the same for any batch size the user picked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from tensorkiln.errors import OptionError
+
+HOLD_OUT_EVERY = 5
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+class Rebatcher:
+    def __init__(self, input_names: Sequence[str], chunk: int = 8, max_held_out: int = 64) -> None:
+        self.input_names = list(input_names)
+        self.chunk = chunk
+        self.max_held_out = max_held_out
+        self.held_out: list[dict[str, np.ndarray]] = []  # one sample each, batch dim kept
+        self.n_samples = 0
+        self.n_stats = 0
+
+    def _check(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        if not isinstance(feed, Mapping):
+            raise OptionError(f"calibration_data must yield dicts input name → array, got {type(feed).__name__}")
+        missing = [n for n in self.input_names if n not in feed]
+        if missing:
+            raise OptionError(f"calibration feed lacks input(s) {missing}; the model's inputs are {self.input_names}")
+        arrs = {n: _to_numpy(feed[n]) for n in self.input_names}
+        sizes = {a.shape[0] if a.ndim else None for a in arrs.values()}
+        if len(sizes) != 1 or None in sizes:
+            raise OptionError(f"calibration feed inputs must share a batch size along axis 0, got "
+                              f"{ {n: a.shape for n, a in arrs.items()} }")
+        return arrs
+
+    def chunks(self, data: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, np.ndarray]]:
+        """Statistics chunks (each ``chunk`` samples, the last may be smaller)."""
+        pending: list[dict[str, np.ndarray]] = []
+        for feed in data:
+            arrs = self._check(feed)
+            n = next(iter(arrs.values())).shape[0]
+            for i in range(n):
+                sample = {k: a[i:i + 1] for k, a in arrs.items()}
+                idx = self.n_samples
+                self.n_samples += 1
+                if idx % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1 and len(self.held_out) < self.max_held_out:
+                    self.held_out.append(sample)
+                    continue
+                pending.append(sample)
+                self.n_stats += 1
+                if len(pending) == self.chunk:
+                    yield _stack(pending)
+                    pending = []
+        if pending:
+            yield _stack(pending)
+
+
+def _stack(samples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {k: np.ascontiguousarray(np.concatenate([s[k] for s in samples])) for k in samples[0]}
+
+
+def batches_of(samples: list[dict[str, np.ndarray]], chunk: int) -> list[dict[str, np.ndarray]]:
+    return [_stack(samples[i:i + chunk]) for i in range(0, len(samples), chunk)]
