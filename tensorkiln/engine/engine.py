@@ -39,6 +39,15 @@ class BuildConfig:
     timing_cache: str | None = None  # path; None = ~/.cache/tensorkiln/timing/<machine>.json, "" = none
     tactics_file: str | None = None  # JSON {node name: tactic} replayed instead of timing
     progress: bool = False  # show a progress bar while tuning (the CLI turns it on)
+    # precision (tensorkiln.quant): the lowest precision a layer may run in — "fp32", "fp16", "bf16",
+    # "int8" or "best"; each layer gets the fastest allowed one that keeps accuracy_budget
+    precision: str = "fp32"
+    strict: bool = False  # force the requested precision on every layer that has a kernel for it
+    calibrator: str = "auto"  # int8 ranges: auto | minmax | entropy | percentile-99.9|99.99|99.999 | mse
+    calibration_cache: str | None = None  # JSON file of ranges: read when present, written after calibrating
+    accuracy_budget: float | None = 0.01  # allowed loss of accuracy_metric vs fp32 on held-out data; None = off
+    accuracy_metric: str = "auto"  # "auto" (top1 for classifiers, else cosine), "top1", "cosine"; or a callable
+    layer_precision: dict[str, str] = field(default_factory=dict)  # node name or op type → "fp32"|"int8"|…
 
     @staticmethod
     def from_options(options: Mapping[str, Any]) -> BuildConfig:
