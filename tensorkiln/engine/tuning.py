@@ -66,6 +66,12 @@ def autotune(engine: Engine) -> list[dict[str, Any]]:
     cache = TimingCache(path, engine.target)
     level = max(cfg.opt_level, 1)
     inputs = tuning_inputs(engine)
+    try:
+        engine._program(inputs)  # the model must run at the tuning shapes (unknown dims are 1)
+    except Exception as e:
+        engine.tuning_stats = {"skipped": f"the model does not run at the tuning shapes ({type(e).__name__}: "
+                                          f"{str(e)[:200]}); give an optimization profile (shapes=) to tune"}
+        return []
     if cfg.progress:
         from rich.progress import Progress
 

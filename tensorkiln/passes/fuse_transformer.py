@@ -164,8 +164,11 @@ def _attention(graph: Graph, sm: Node) -> tuple[list[Node], Value, Value, Value,
     axis = int(sm.attrs.get("axis", -1 if sm.opset >= 13 else 1))
     x = sm.inputs[0]
     rank = len(x.shape) if x is not None and x.shape is not None else None
-    if not (axis == -1 or (rank is not None and axis == rank - 1)) or (sm.opset < 13 and rank != 2 and axis != -1):
+    if rank is not None and not (axis == -1 or axis == rank - 1):
         return "Softmax is not over the last axis"
+    if rank is None and axis < 2:
+        return "Softmax axis is not the last one of a rank >= 3 tensor"
+    # with the rank unknown the kernel checks the axis at run time and falls back exactly
     pv = only_reader(graph, sm.outputs[0])
     if not is_op(pv, "MatMul") or pv.inputs[0] is not sm.outputs[0]:  # type: ignore[union-attr]
         return "Softmax output is not the left operand of a MatMul"
@@ -203,10 +206,8 @@ def _attention(graph: Graph, sm: Node) -> tuple[list[Node], Value, Value, Value,
     if q is None or kt is None or v is None:
         return "missing operand"
     for t in (q, kt, v):
-        if t.shape is None or len(t.shape) < 3:
-            return f"operand {t.name!r} rank is unknown or < 3"
-    if not (len(q.shape) == len(kt.shape) == len(v.shape)):  # type: ignore[arg-type]
-        return "operands have different ranks"
+        if t.shape is not None and len(t.shape) < 3:
+            return f"operand {t.name!r} has rank < 3"
     return absorbed, q, kt, v, mask, scale, pv.outputs[0]
 
 
@@ -220,7 +221,10 @@ def fuse_attention(graph: Graph, report: RuleReport) -> bool:
             report.reject(node, m)
             continue
         absorbed, q, kt, v, mask, scale, out = m
-        splice(graph, absorbed, _new("Attention", [q, kt, v, mask], out, absorbed, scale=scale))
+        sm = absorbed[0]
+        axis = int(sm.attrs.get("axis", -1 if sm.opset >= 13 else 1))
+        splice(graph, absorbed, _new("Attention", [q, kt, v, mask], out, absorbed, scale=scale,
+                                     softmax_axis=axis, softmax_opset=sm.opset))
         report.fired += 1
         changed = True
     return changed

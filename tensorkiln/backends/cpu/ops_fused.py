@@ -279,12 +279,29 @@ def layer_norm(node: Node, ctx: BuildContext) -> Kernel:
     return kernel
 
 
+def _softmax_exact(s: torch.Tensor, axis: int, opset: int) -> torch.Tensor:
+    """Softmax with the ONNX semantics of the model's opset (before 13: flatten at ``axis``)."""
+    if opset >= 13:
+        return torch.softmax(s, dim=axis)
+    a = axis % s.dim()
+    flat = s.reshape(int(torch.tensor(s.shape[:a]).prod()) if a else 1, -1)
+    return torch.softmax(flat, dim=1).reshape(s.shape)
+
+
 def attention(node: Node, ctx: BuildContext) -> Kernel:
     scale = float(node.attrs.get("scale", 1.0))
+    axis = int(node.attrs.get("softmax_axis", -1))
+    opset = int(node.attrs.get("softmax_opset", 13))
     sdpa = F.scaled_dot_product_attention
 
     def kernel(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
                ) -> torch.Tensor:
+        last = axis == -1 or axis == q.dim() - 1
+        if not last or q.dim() != kt.dim() or q.dim() != v.dim():
+            s = torch.matmul(q, kt) * scale
+            if mask is not None:
+                s = s + mask
+            return torch.matmul(_softmax_exact(s, axis, opset), v)
         if (mask is not None and (mask.dtype != q.dtype or mask.dim() < 2)) or q.dim() < 3 or kt.dim() < 3:
             # an additive mask of another dtype: compute exactly as the graph did
             s = torch.matmul(q, kt) * scale + mask
