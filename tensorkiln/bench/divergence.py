@@ -126,7 +126,8 @@ class _ChunkedReference:
     def take(self, name: str) -> np.ndarray:
         if name not in self.held:
             self.held.clear()  # whatever was fetched before and not taken is dropped
-            names, total = [], 0
+            names: list[str] = []
+            total = 0
             for n in self.order[self.pos[name]:]:
                 sz = self.sizes.get(n, self.default)
                 if names and total + sz > self.budget:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import sys
 import time
@@ -165,7 +166,7 @@ class Bench:
         drv = Driver(self.engine, 1)
         for b in batches or self.batches():
             feeds = self.feeds(b)
-            pb = compare_batch(lambda f=feeds: drv.request(f), opened, feeds, b, seconds=seconds)
+            pb = compare_batch(functools.partial(drv.request, feeds), opened, feeds, b, seconds=seconds)
             for n, why in pb.errors.items():
                 if on_skip:
                     on_skip(n, f"failed at batch {b}: {why}")

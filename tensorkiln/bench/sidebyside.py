@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -63,7 +64,7 @@ def compare_batch(engine_fn: Callable[[], Any], peers: list[Peer], feeds: Mappin
             out.errors[p.name] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
             continue
         diffs[p.name] = agreement(ours, theirs)
-        runners.append(Runner(p.name, lambda p=p: p.run(feeds), batch))
+        runners.append(Runner(p.name, functools.partial(p.run, feeds), batch))
     rounds = int(min(max_rounds, max(min_rounds, seconds / max(2 * cost, 1e-6))))
     res = measure_side_by_side(runners, rounds=rounds, baseline="tensorkiln")
     out.rounds = rounds

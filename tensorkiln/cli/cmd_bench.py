@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import re
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -218,14 +219,14 @@ def _run_peers(con: Console, bench: Bench, peers: list[str], seconds: float) -> 
     con.print("peer / tensorkiln time > 1 means tensorkiln is faster (median of per-round ratios)")
 
 
-def _print_profile(con: Console, rows: list[dict[str, object]], top: int = 25) -> None:
-    total = sum(float(r["ms"]) for r in rows)  # type: ignore[arg-type]
+def _print_profile(con: Console, rows: list[dict[str, Any]], top: int = 25) -> None:
+    total = sum(float(r["ms"]) for r in rows)
     t = Table(title=f"per-layer profile ({top} slowest; total {total:.2f} ms)")
     for c in ("#", "op", "ms", "share", "ONNX nodes"):
         t.add_column(c, justify="right" if c in ("ms", "share") else "left")
-    for r in sorted(rows, key=lambda r: -float(r["ms"]))[:top]:  # type: ignore[arg-type]
-        t.add_row(str(r["index"]), str(r["op"]), f"{float(r['ms']):.3f}",  # type: ignore[arg-type]
-                  f"{100 * float(r['share']):.1f}%", ", ".join(r["origin"])[:80])  # type: ignore[arg-type]
+    for r in sorted(rows, key=lambda r: -float(r["ms"]))[:top]:
+        t.add_row(str(r["index"]), str(r["op"]), f"{float(r['ms']):.3f}", f"{100 * float(r['share']):.1f}%",
+                  ", ".join(r["origin"])[:80])
     con.print(t)
 
 
