@@ -195,7 +195,7 @@ def tactics_for(node: Node) -> dict[str, int]:
         w = node.inputs[1]
         nd = (w.const.ndim - 2) if w is not None and w.const is not None else 0
         out = {"aten-nchw": 1}
-        if nd == 2:
+        if nd == 2 and node.attrs.get("layout") == "nhwc":  # layout=False keeps every conv NCHW
             out["aten-nhwc"] = 1
             if default_conv_tactic(_with_layout(node)) == "onednn-nhwc":
                 out["onednn-nhwc"] = 1
