@@ -1,0 +1,77 @@
+"""Graceful shutdown drains in-flight requests; several servers run side by side in one process."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from tests.helpers import tiny_model
+from tests.serve.conftest import write_model
+
+th = pytest.importorskip("tritonclient.http")
+tg = pytest.importorskip("tritonclient.grpc")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+
+def test_shutdown_answers_in_flight_requests(tmp_path):
+    from tensorkiln.serve import Server
+
+    write_model(tmp_path, "tiny", tiny_model(), """
+        max_batch_size: 8
+        dynamic_batching { max_queue_delay_microseconds: 400000 }
+        """)
+    s = Server(str(tmp_path), http_port=0, grpc_port=0).start()
+    results: list = []
+
+    def call_http(k: int) -> None:
+        c = th.InferenceServerClient(s.http_url, network_timeout=30)
+        i = th.InferInput("x", [1, 4], "FP32")
+        i.set_data_from_numpy(np.full((1, 4), k, np.float32))
+        try:
+            results.append(("http", c.infer("tiny", [i]).as_numpy("y").shape))
+        except Exception as e:
+            results.append(("http", e))
+
+    def call_grpc(k: int) -> None:
+        c = tg.InferenceServerClient(s.grpc_url)
+        i = tg.InferInput("x", [1, 4], "FP32")
+        i.set_data_from_numpy(np.full((1, 4), k, np.float32))
+        try:
+            results.append(("grpc", c.infer("tiny", [i]).as_numpy("y").shape))
+        except Exception as e:
+            results.append(("grpc", e))
+
+    threads = [threading.Thread(target=f, args=(k,)) for k, f in enumerate([call_http, call_http, call_grpc])]
+    for t in threads:
+        t.start()
+    time.sleep(0.15)  # all three are queued, waiting for the 400 ms batching delay
+    t0 = time.monotonic()
+    s.stop()
+    for t in threads:
+        t.join(30)
+    assert sorted(r[0] for r in results) == ["grpc", "http", "http"]
+    assert all(r[1] == (1, 3) for r in results), results
+    assert time.monotonic() - t0 < 20
+    c = th.InferenceServerClient(s.http_url, connection_timeout=2)
+    with pytest.raises((OSError, InferenceServerException)):  # the listener is gone
+        c.is_server_live()
+
+
+def test_two_servers_one_process(tmp_path):
+    from tensorkiln.serve import Server
+
+    write_model(tmp_path, "tiny", tiny_model())
+    with Server(str(tmp_path), http_port=0, grpc_port=None) as a, \
+            Server(str(tmp_path), http_port=0, grpc_port=None) as b:
+        for s in (a, b):
+            c = th.InferenceServerClient(s.http_url)
+            i = th.InferInput("x", [2, 4], "FP32")
+            i.set_data_from_numpy(np.ones((2, 4), np.float32))
+            c.infer("tiny", [i])
+        # per-server metrics registries: each counts only its own requests
+        for s in (a, b):
+            text = s.core.metrics.exposition().decode()
+            assert 'nv_inference_request_success{model="tiny",version="1"} 1\n' in text
