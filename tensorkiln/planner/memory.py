@@ -59,20 +59,27 @@ def _storage(t: object) -> tuple[int, int] | None:
 
 
 def trace_blocks(program: Program, inputs: Sequence[torch.Tensor]) -> tuple[list[Block], int]:
-    """Run ``program`` once, recording the lifetime and size of every intermediate storage."""
+    """Run ``program`` once, recording the lifetime and size of every intermediate storage.
+
+    Storages are tracked while some slot refers to them; once the last reference is freed the
+    block is closed, so a later tensor that the allocator places at the same address is a
+    new block.
+    """
     env = program.template.copy()
     for s, t in zip(program.input_slots + program.capture_slots, inputs):
         env[s] = t
-    external = {p for t in env if (p := _storage(t)) is not None}
-    external_ptrs = {p for p, _ in external}
-    blocks: dict[int, Block] = {}
+    external_ptrs = {p[0] for t in env if (p := _storage(t)) is not None}
+    live: dict[int, Block] = {}  # ptr → open block
+    refs: dict[int, int] = {}  # ptr → number of slots referring to it
+    slot_ptr: dict[int, int] = {}
+    blocks: list[Block] = []
     naive = 0
     for i, step in enumerate(program.steps):
         args = [env[k] for k in step.ins]
         for a in args:
             st = _storage(a)
-            if st is not None and st[0] in blocks:
-                blocks[st[0]].last = i
+            if st is not None and st[0] in live:
+                live[st[0]].last = i
         r = step.kernel(*args)
         outs = [r] if len(step.outs) == 1 else list(r)
         for s, t in zip(step.outs, outs):
@@ -84,15 +91,25 @@ def trace_blocks(program: Program, inputs: Sequence[torch.Tensor]) -> tuple[list
             ptr, size = st
             if ptr in external_ptrs:
                 continue  # a view of an input or a weight: no new memory
-            if ptr not in blocks:
-                blocks[ptr] = Block(ptr, size, i, i)
+            if ptr not in live:
+                live[ptr] = Block(ptr, size, i, i)
+                blocks.append(live[ptr])
+                refs[ptr] = 0
+            live[ptr].last = i
+            refs[ptr] += 1
+            slot_ptr[s] = ptr
         for f in step.frees:
             env[f] = None
+            ptr = slot_ptr.pop(f, -1)
+            if ptr in refs:
+                refs[ptr] -= 1
+                if refs[ptr] == 0:
+                    del refs[ptr], live[ptr]
     for s in program.output_slots:
         st = _storage(env[s])
-        if st is not None and st[0] in blocks:
-            blocks[st[0]].last = len(program.steps)
-    return list(blocks.values()), naive
+        if st is not None and st[0] in live:
+            live[st[0]].last = len(program.steps)
+    return blocks, naive
 
 
 def _peak(blocks: list[Block], n_steps: int) -> int:
