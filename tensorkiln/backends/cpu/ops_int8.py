@@ -9,8 +9,9 @@ All run oneDNN's int8 primitives through PyTorch on plain ``uint8`` / ``int8`` t
   first (one ``quantize_per_tensor``).
 * ``QGemm``: ``onednn::qlinear_pointwise`` likewise, over the last axis.
 * ``Quantize`` / ``Dequantize``: uint8 ⇄ float32 at the border of an int8 region.
-* ``QMaxPool``: max pooling on uint8 (max commutes with quantization, so scale and zero
-  point pass through).
+* ``QMaxPool``: max pooling on uint8 codes (max commutes with quantization, so scale and zero
+  point pass through), as the maximum of strided views: ATen's max_pool2d has no fast
+  channels-last uint8 kernel and quantized-tensor APIs are deprecated in PyTorch.
 
 Measured on a 2-core AVX2 Zen 3 (see benchmarks/bench_int8.py): ``onednn::qconv2d_pointwise``
 and ``quantized::conv2d`` with the ``onednn`` engine run at the same speed (the same oneDNN
@@ -200,19 +201,33 @@ def dequantize(node: Node, ctx: BuildContext) -> Kernel:
 
 
 def qmaxpool(node: Node, ctx: BuildContext) -> Kernel:
+    """Max pooling on uint8 codes: the maximum of the window's shifted strided views. Padding with
+    code 0 never wins (every window holds a real element, and codes are >= 0)."""
     ks = [int(k) for k in node.attrs["kernel_shape"]]
     strides = [int(s) for s in node.attrs.get("strides", [1, 1])]
     pads = [int(p) for p in node.attrs.get("pads", [0, 0, 0, 0])]
     dil = [int(d) for d in node.attrs.get("dilations", [1, 1])]
-    if len(ks) != 2 or pads[:2] != pads[2:]:
-        raise unsupported(node, "QMaxPool takes 2-D windows with symmetric pads")
-    ceil = bool(int(node.attrs.get("ceil_mode", 0)))
-    s, z = _q(node, "x")
-    make_q = torch._make_per_tensor_quantized_tensor
-    pool = torch.ops.quantized.max_pool2d
+    if len(ks) != 2 or pads[:2] != pads[2:] or int(node.attrs.get("ceil_mode", 0)):
+        raise unsupported(node, "QMaxPool takes 2-D windows with symmetric pads and ceil_mode=0")
+    (kh, kw), (sh, sw), (dh, dw) = ks, strides, dil
+    pad = [pads[1], pads[1], pads[0], pads[0]]
+    maximum = torch.maximum
 
     def kernel(x: torch.Tensor) -> torch.Tensor:
-        return pool(make_q(x.contiguous(memory_format=CL), s, z), ks, strides, pads[:2], dil, ceil).int_repr()
+        if pads[0] or pads[1]:
+            x = F.pad(x, pad)
+        ho = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
+        wo = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
+        out: torch.Tensor | None = None
+        for i in range(kh):
+            for j in range(kw):
+                v = x[:, :, i * dh: i * dh + sh * (ho - 1) + 1: sh, j * dw: j * dw + sw * (wo - 1) + 1: sw]
+                if out is None:
+                    out = v.clone(memory_format=CL)
+                else:
+                    maximum(out, v, out=out)
+        assert out is not None
+        return out
 
     return kernel
 
