@@ -14,7 +14,7 @@ import torch
 
 from tensorkiln.backends.cpu.program import Program, lower
 from tensorkiln.backends.cpu.registry import REGISTRY
-from tensorkiln.engine.specs import TensorSpec, check_feeds, to_numpy
+from tensorkiln.engine.specs import FeedChecker, TensorSpec, check_feeds, to_numpy
 from tensorkiln.errors import FeedError, OptionError
 from tensorkiln.ir import Graph
 from tensorkiln.runtime import ExecutionContext, ProfileSet, StreamPool, auto_streams
@@ -81,6 +81,7 @@ class Engine:
         self.build_reports: dict[str, dict[str, Any]] = {}
         self.inputs: list[TensorSpec] = [TensorSpec.of(v) for v in graph.inputs]
         self.outputs: list[TensorSpec] = [TensorSpec.of(v) for v in graph.outputs]
+        self._check = FeedChecker(self.inputs)
         self.tuning: list[dict[str, Any]] = []  # autotuner records (fresh builds only)
         self.tuning_stats: dict[str, Any] = {}
         self._lower()
@@ -108,7 +109,7 @@ class Engine:
 
     # ------------------------------------------------------------------ run
     def _prepare(self, feeds: Mapping[str, Any]) -> list[torch.Tensor]:
-        tensors = check_feeds(self.inputs, feeds)
+        tensors = self._check(feeds)
         if self.profiles is not None:
             self.profiles.check([s.name for s in self.inputs], [tuple(t.shape) for t in tensors])
         return tensors

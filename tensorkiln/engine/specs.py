@@ -127,3 +127,57 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 
         return t.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
     return t.numpy()
+
+
+class FeedChecker:
+    """``check_feeds`` with everything that depends only on the specs computed once.
+
+    The common case — numpy arrays or torch tensors of the right dtype and sizes — takes a
+    short path; anything unusual goes through ``check_feeds`` for the full checks and the
+    detailed error messages.
+    """
+
+    def __init__(self, specs: list[TensorSpec]) -> None:
+        self.specs = specs
+        self.names = [s.name for s in specs]
+        self._np: list[Any] = []
+        self._torch: list[Any] = []
+        self._static: list[list[tuple[int, int]] | None] = []
+        self._symbolic = False
+        for s in specs:
+            dt = DType.from_name(s.dtype) if s.dtype else None
+            self._np.append(dt.to_numpy() if dt is not None and dt != DType.BFLOAT16 else None)
+            self._torch.append(dt.to_torch() if dt is not None else None)
+            if s.shape is None:
+                self._static.append(None)
+            else:
+                self._static.append([(i, d) for i, d in enumerate(s.shape) if isinstance(d, int)])
+                self._symbolic |= any(isinstance(d, str) for d in s.shape)
+        self._ranks = [None if s.shape is None else len(s.shape) for s in specs]
+
+    def __call__(self, feeds: Mapping[str, Any]) -> list[torch.Tensor]:
+        if self._symbolic or type(feeds) is not dict or len(feeds) != len(self.names):
+            return check_feeds(self.specs, feeds)
+        out: list[torch.Tensor] = []
+        from_numpy = torch.from_numpy
+        for k, name in enumerate(self.names):
+            x = feeds.get(name)
+            if type(x) is np.ndarray:
+                if x.dtype != self._np[k] or not x.flags.writeable or not x.dtype.isnative:
+                    return check_feeds(self.specs, feeds)
+                t = from_numpy(x)
+            elif type(x) is torch.Tensor and x.dtype == self._torch[k] and x.device.type == "cpu" \
+                    and not x.requires_grad:
+                t = x
+            else:
+                return check_feeds(self.specs, feeds)
+            static = self._static[k]
+            if static is not None:
+                if t.dim() != self._ranks[k]:
+                    return check_feeds(self.specs, feeds)
+                shape = t.shape
+                for i, d in static:
+                    if shape[i] != d:
+                        return check_feeds(self.specs, feeds)
+            out.append(t)
+        return out
