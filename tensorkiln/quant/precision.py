@@ -86,7 +86,7 @@ def plan_int8(graph: Graph, runner: GraphRunner, data: Iterable[Mapping[str, Any
               calibrator: str = "auto", cache_path: str | None = None, budget: float | None = 0.01,
               metric: str | Callable[..., float] = "auto", strict: bool = False,
               overrides: Mapping[str, str] | None = None, progress: bool = False,
-              chunk: int = 8, max_held_out: int = 64, auto_samples: int = 16) -> Int8Result:
+              chunk: int = 32, max_held_out: int = 64, auto_samples: int = 16) -> Int8Result:
     overrides = dict(overrides or {})
     candidates: list[Node] = []
     rejected: list[tuple[str, str]] = []
