@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from tensorkiln.ir import Graph, verify
 from tensorkiln.passes import (
     cleanup,
+    cse,
     dce,
     fold_bn,
     fuse_conv,
@@ -37,6 +38,8 @@ PIPELINE: list[tuple[str, Pass]] = [
     ("eliminate-identity", _plain(cleanup.eliminate_identities)),
     ("fold-constants", _plain(cleanup.fold_constants)),
     ("dead-code", _plain(dce.run)),
+    ("cse", cse.run_cse),
+    ("collapse-reshapes", cse.run_collapse),
     ("fold-batchnorm", fold_bn.run),
     ("fuse-conv", fuse_conv.run),
     ("merge-parallel-conv", merge_parallel.run),
