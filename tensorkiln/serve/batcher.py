@@ -142,7 +142,11 @@ class DynamicBatcher:
         self._counts[p.level] += 1
         if pol.preserve_ordering:
             self._order.append(p)
-        fut.add_done_callback(lambda f, p=p: self._cancelled(p) if f.cancelled() else None)
+        def on_done(f: asyncio.Future[Any], p: Pending = p) -> None:
+            if f.cancelled():
+                self._cancelled(p)
+
+        fut.add_done_callback(on_done)
         self._idle.clear()
         self._on_pending(1)
         self._schedule()

@@ -173,8 +173,8 @@ def _complete_io(items: Any, specs: Sequence[TensorSpec], batched: bool, where: 
         return
     seen = set()
     for it in items:
-        s = by_name.get(it.name)
-        if s is None:
+        spec = by_name.get(it.name)
+        if spec is None:
             raise InvalidArgument(f"{where}: config {kind} {it.name!r} is not a model {kind}; the model's "
                                   f"{kind}s are {sorted(by_name)}")
         seen.add(it.name)
@@ -182,17 +182,17 @@ def _complete_io(items: Any, specs: Sequence[TensorSpec], batched: bool, where: 
             raise Unsupported(f"{where}: {kind} {it.name!r}: reshape is not supported")
         if kind == "input" and it.is_shape_tensor:
             raise Unsupported(f"{where}: shape tensors are not supported")
-        want = _datatype(s, where)
+        want = _datatype(spec, where)
         if it.data_type == mc.TYPE_INVALID:
             it.data_type = mc.DataType.Value(dtypes.to_config(want))
         got = dtypes.from_config(mc.DataType.Name(it.data_type))
         if got != want:
             raise InvalidArgument(f"{where}: {kind} {it.name!r} has data_type {mc.DataType.Name(it.data_type)} in "
                                   f"the config but the model's is {dtypes.to_config(want)}")
-        model_dims = _dims_of(s, batched)
+        model_dims = _dims_of(spec, batched)
         if not len(it.dims):
             it.dims.extend(model_dims)
-        if s.shape is not None and len(it.dims) != len(model_dims):
+        if spec.shape is not None and len(it.dims) != len(model_dims):
             raise InvalidArgument(f"{where}: {kind} {it.name!r} has dims {list(it.dims)} (without the batch dim) "
                                   f"in the config but the model's are {list(model_dims)}")
         for c, m in zip(it.dims, model_dims):

@@ -114,7 +114,9 @@ class ServerCore:
         override = params.pop("config", None)
         if any(k.startswith("file:") for k in params):
             raise Unsupported("loading model files sent in the request is not supported; put them in the repository")
-        if override is not None and not isinstance(override, (str, bytes)):
+        if isinstance(override, bytes):
+            override = override.decode("utf-8", errors="replace")
+        if override is not None and not isinstance(override, str):
             raise InvalidArgument("load parameter 'config' must be a JSON string")
         assert self.loop is not None
         await asyncio.to_thread(self.repository.load, name, self.loop, override)

@@ -219,7 +219,8 @@ class ServerProcess:
         return float("nan")
 
     def stats(self, model: str) -> dict[str, Any]:
-        c = http.client.HTTPConnection(*self.http_url.rsplit(":", 1), timeout=30)
+        host, port = self.http_url.rsplit(":", 1)
+        c = http.client.HTTPConnection(host, int(port), timeout=30)
         c.request("GET", f"/v2/models/{model}/stats")
         return json.loads(c.getresponse().read())["model_stats"][0]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from tensorkiln.engine import Engine
+from tensorkiln.engine import Engine, TensorSpec
 from tensorkiln.errors import UserError
 from tensorkiln.runtime.streams import cpu_count
 from tensorkiln.serve import config as cfgmod
@@ -55,7 +55,7 @@ def batch_policy(cfg: Any) -> BatchPolicy:
 
 
 class ServedModel:
-    def __init__(self, name: str, version: str, cfg: Any, engine: Engine, metrics: Metrics,
+    def __init__(self, name: str, version: str, cfg: Any, engine: Engine | EchoEngine, metrics: Metrics,
                  max_tensor_bytes: int) -> None:
         self.name = name
         self.version = version
@@ -77,7 +77,10 @@ class ServedModel:
         # models with BYTES (string) tensors: the CPU engine has no string kernels; a model whose
         # outputs are all its inputs passed through Identity nodes is served by echoing them
         self.has_bytes = any(s.datatype == "BYTES" for s in [*self.inputs, *self.outputs])
-        self.echo = _echo_map(engine) if self.has_bytes else None
+        if isinstance(engine, EchoEngine):
+            self.echo: dict[str, str] | None = engine.echo_map
+        else:
+            self.echo = _echo_map(engine) if self.has_bytes else None
         self._labels = (name, version)
 
     # --------------------------------------------------------------- lifecycle
@@ -276,7 +279,60 @@ def _echo_map(engine: Engine) -> dict[str, str] | None:
             node = cur.producer
             if node is None or node.op_type != "Identity" or hops > 64:
                 return None
-            cur = node.inputs[0]
+            nxt = node.inputs[0] if node.inputs else None
+            if nxt is None:
+                return None
+            cur = nxt
             hops += 1
         out[v.name] = inputs[id(cur)]
     return out
+
+
+class EchoEngine:
+    """Stands in for the engine of an ONNX model that carries BYTES (string) tensors and only passes
+    its inputs through Identity nodes: the CPU engine has no string kernels, and none are needed."""
+
+    def __init__(self, inputs: list[TensorSpec], outputs: list[TensorSpec], echo_map: dict[str, str]) -> None:
+        self.inputs, self.outputs, self.echo_map = inputs, outputs, echo_map
+
+    def create_context(self, threads: int | None = None) -> EchoEngine:
+        return self
+
+    def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        return {o: feeds[i] for o, i in self.echo_map.items()}
+
+    def close(self) -> None:
+        pass
+
+
+def echo_engine_for(path: str) -> EchoEngine | None:
+    """An EchoEngine for an ONNX file with string tensors whose outputs are all Identity pass-throughs."""
+    import onnx
+
+    m = onnx.load(path, load_external_data=False)
+    g = m.graph
+    inits = {i.name for i in g.initializer}
+    vis = [v for v in g.input if v.name not in inits]
+    if not any(v.type.tensor_type.elem_type == onnx.TensorProto.STRING for v in [*vis, *g.output]):
+        return None
+    producer = {o: n for n in g.node for o in n.output}
+    names = {v.name for v in vis}
+    echo: dict[str, str] = {}
+    for v in g.output:
+        cur, hops = v.name, 0
+        while cur not in names:
+            n = producer.get(cur)
+            if n is None or n.op_type != "Identity" or n.domain not in ("", "ai.onnx") or hops > 64:
+                return None
+            cur, hops = n.input[0], hops + 1
+        echo[v.name] = cur
+
+    def spec(v: Any) -> TensorSpec:
+        from tensorkiln.ir import DType
+
+        tt = v.type.tensor_type
+        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim) \
+            if tt.HasField("shape") else None
+        return TensorSpec(v.name, DType.from_onnx(tt.elem_type).short, shape)
+
+    return EchoEngine([spec(v) for v in vis], [spec(v) for v in g.output], echo)

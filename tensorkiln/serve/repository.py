@@ -23,7 +23,7 @@ from tensorkiln.engine import Engine, build, load_engine
 from tensorkiln.engine.fileformat import is_engine_file
 from tensorkiln.errors import UserError
 from tensorkiln.serve import config as cfgmod
-from tensorkiln.serve.model import ServedModel
+from tensorkiln.serve.model import EchoEngine, ServedModel, echo_engine_for
 from tensorkiln.serve.stats import Metrics
 from tensorkiln.serve.status import InvalidArgument, NotFound, ServeError, Unavailable
 
@@ -117,8 +117,13 @@ class ModelRepository:
         return [m for e in list(self.entries.values()) if e.state == "READY" for m in e.versions.values()]
 
     def all_ready(self) -> bool:
-        return all(e.state == "READY" for e in self.entries.values() if e.state != "UNAVAILABLE" or e.versions) \
-            and all(e.state != "LOADING" for e in self.entries.values())
+        """Triton's strict readiness: nothing loading, and no model that failed to load."""
+        for e in list(self.entries.values()):
+            if e.state in ("LOADING", "UNLOADING"):
+                return False
+            if e.state == "UNAVAILABLE" and e.reason not in ("", "unloaded"):
+                return False
+        return True
 
     def index(self) -> list[dict[str, str]]:
         out = []
@@ -174,10 +179,11 @@ class ModelRepository:
         raise InvalidArgument(f"model '{name}' version {version}: none of {list(names)} found in "
                               f"{vdir.relative_to(self.root)}")
 
-    def open_engine(self, path: Path) -> Engine:
+    def open_engine(self, path: Path) -> Engine | EchoEngine:
         if is_engine_file(str(path)):
             return load_engine(str(path))
-        return build(str(path), **self.build_options)
+        echo = echo_engine_for(str(path))  # BYTES pass-through models need no kernels
+        return echo if echo is not None else build(str(path), **self.build_options)
 
     def load(self, name: str, loop: asyncio.AbstractEventLoop, config_override: str | None = None) -> None:
         """Build, warm up and publish every version of ``name`` (blocking: call it off the loop).

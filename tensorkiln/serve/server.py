@@ -112,10 +112,9 @@ class Server:
                 sock = _bind(opts.host, opts.http_port)
                 self.http_port = sock.getsockname()[1]
                 cfg = uvicorn.Config(make_app(core), log_level="warning", access_log=False, lifespan="off",
-                                     timeout_graceful_shutdown=opts.shutdown_grace_s, timeout_keep_alive=30,
+                                     timeout_graceful_shutdown=int(opts.shutdown_grace_s), timeout_keep_alive=30,
                                      h11_max_incomplete_event_size=1 << 20)
                 http_server = uvicorn.Server(cfg)
-                http_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
                 http_task = loop.create_task(http_server.serve(sockets=[sock]))
                 while not http_server.started and not http_task.done():
                     await asyncio.sleep(0.01)

@@ -31,7 +31,7 @@ class ModelStats:
         self.inference_count = 0  # rows (batch elements) inferred
         self.execution_count = 0  # batches executed
         self.durations = {k: [0, 0] for k in _DURATIONS}  # count, ns
-        self.batch = {}  # batch size -> {compute_input/infer/output: [count, ns]}
+        self.batch: dict[int, dict[str, list[int]]] = {}  # batch size -> {compute_input/infer/output: [count, ns]}
         self.failures = dict.fromkeys(FAILURE_REASONS, 0)
         self.request_ns = 0  # end-to-end time of successful requests
         self.pending = 0  # requests queued or running
