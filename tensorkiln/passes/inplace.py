@@ -40,3 +40,40 @@ def run(graph: Graph, report: RuleReport) -> bool:
         report.fired += 1
         changed = True
     return changed
+
+
+# ---------------------------------------------------------------------------------------------
+# elementwise ops that overwrite their first input when it dies there
+# before -> after:  y = Relu(t) (t fresh, read only here)  ->  y = tensorkiln::Inplace(t){op=Relu}
+
+_UNARY = {"Relu", "Sigmoid", "Tanh", "Neg", "Exp", "Abs", "Sqrt", "Erf", "Reciprocal", "Ceil", "Floor"}
+_BINARY = {"Add", "Sub", "Mul", "Div"}
+# producers whose kernels always return a new tensor (never a view of an input)
+_FRESH_PRODUCERS = {"FusedConv", "FusedGemm", "Attention", "LayerNorm", "Gelu", "Inplace"}
+
+
+def run_elementwise(graph: Graph, report: RuleReport) -> bool:
+    changed = False
+    for node in list(graph.nodes):
+        if node.domain != "" or node.op_type not in _UNARY | _BINARY:
+            continue
+        a = node.inputs[0] if node.inputs else None
+        if a is None or a.producer is None:
+            continue
+        p = a.producer
+        if p.domain != "tensorkiln" or p.op_type not in _FRESH_PRODUCERS:
+            report.reject(node, f"input {a.name!r} is not a fresh tensor of a fused step")
+            continue
+        if len(a.uses) != 1 or any(o is a for o in graph.outputs):
+            report.reject(node, f"input {a.name!r} is read elsewhere")
+            continue
+        if node.op_type in _BINARY and (node.inputs[1] is None or node.inputs[1] is a):
+            continue
+        if a.dtype is not None and not a.dtype.is_float:
+            report.reject(node, "not a float tensor")
+            continue
+        node.attrs = {"op": node.op_type, **{k: v for k, v in node.attrs.items()}}
+        node.op_type, node.domain, node.opset = "Inplace", "tensorkiln", 1
+        report.fired += 1
+        changed = True
+    return changed

@@ -18,6 +18,7 @@ from tensorkiln.passes import (
     inplace,
     layout,
     merge_parallel,
+    quantize_qdq,
 )
 from tensorkiln.passes.rewrite import RuleReport
 
@@ -36,6 +37,7 @@ def _plain(fn: Callable[[Graph], bool]) -> Pass:
 # name → pass; the order of this list is the pipeline order
 PIPELINE: list[tuple[str, Pass]] = [
     ("eliminate-identity", _plain(cleanup.eliminate_identities)),
+    ("fuse-qdq", quantize_qdq.run),  # explicit Q/DQ → int8 kernels, before folding dequantizes the weights
     ("fold-constants", _plain(cleanup.fold_constants)),
     ("dead-code", _plain(dce.run)),
     ("cse", cse.run_cse),
@@ -50,10 +52,11 @@ PIPELINE: list[tuple[str, Pass]] = [
     ("dead-code-final", _plain(dce.run)),
     ("select-layout", layout.run),
     ("inplace-residual", inplace.run),
+    ("inplace-elementwise", inplace.run_elementwise),
 ]
 # passes that fuse layers (turned off together by fusion=False)
 FUSIONS = {"fold-batchnorm", "fuse-conv", "merge-parallel-conv", "fuse-gelu", "fuse-layernorm", "fuse-attention",
-           "fuse-gemm"}
+           "fuse-gemm", "fuse-qdq"}
 
 
 @dataclass

@@ -50,3 +50,32 @@ def test_residual_that_is_also_the_conv_input_is_not_overwritten() -> None:
                    [_w("W0", 4, 4, 3, 3), _w("W1", 4, 4, 3, 3)])
     _, after = before_after(m, {"x": rng.standard_normal((1, 4, 6, 6)).astype(np.float32)})
     assert after.build_reports["inplace-residual"]["fired"] == 0
+
+
+def test_elementwise_chain_runs_in_place() -> None:
+    w = numpy_helper.from_array(rng.standard_normal((5, 4)).astype(np.float32), "W")
+    r = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "R")
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["m"]),   # becomes a fresh FusedGemm output
+             helper.make_node("Add", ["m", "x2"], ["s"]),     # residual add: in place into m
+             helper.make_node("Mul", ["s", "R"], ["t"]),      # then in place again
+             helper.make_node("Tanh", ["t"], ["y"])]
+    m = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 5]),
+                           helper.make_tensor_value_info("x2", TensorProto.FLOAT, [3, 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w, r])
+    feeds = {"x": rng.standard_normal((3, 5)).astype(np.float32), "x2": rng.standard_normal((3, 4)).astype(np.float32)}
+    x2 = feeds["x2"].copy()
+    _, after = before_after(m, feeds)
+    assert after.build_reports["inplace-elementwise"]["fired"] == 3
+    np.testing.assert_array_equal(feeds["x2"], x2)  # the caller's input is never written
+
+
+def test_in_place_never_writes_a_broadcast_operand_smaller_than_the_result() -> None:
+    w = numpy_helper.from_array(rng.standard_normal((5, 1)).astype(np.float32), "W")
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["m"]),   # [3, 1]
+             helper.make_node("Add", ["m", "x2"], ["y"])]     # [3, 1] + [3, 4] -> [3, 4]: not in place
+    m = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 5]),
+                           helper.make_tensor_value_info("x2", TensorProto.FLOAT, [3, 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    feeds = {"x": rng.standard_normal((3, 5)).astype(np.float32), "x2": rng.standard_normal((3, 4)).astype(np.float32)}
+    _, after = before_after(m, feeds)
+    assert after.run(feeds)["y"].shape == (3, 4)

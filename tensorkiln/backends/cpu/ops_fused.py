@@ -311,6 +311,38 @@ def attention(node: Node, ctx: BuildContext) -> Kernel:
     return kernel
 
 
+_INPLACE_UNARY = {"Relu": torch.relu_, "Sigmoid": torch.sigmoid_, "Tanh": torch.tanh_, "Neg": torch.neg_,
+                  "Exp": torch.exp_, "Abs": torch.abs_, "Sqrt": torch.sqrt_, "Erf": torch.erf_,
+                  "Reciprocal": torch.reciprocal_, "Ceil": torch.ceil_, "Floor": torch.floor_}
+_INPLACE_BINARY = {"Add": (torch.Tensor.add_, torch.add), "Sub": (torch.Tensor.sub_, torch.sub),
+                   "Mul": (torch.Tensor.mul_, torch.mul), "Div": (torch.Tensor.div_, torch.div)}
+
+
+def inplace(node: Node, ctx: BuildContext) -> Kernel:
+    """An elementwise op writing into its first input, which the pass proved dies here."""
+    op = str(node.attrs["op"])
+    if op in _INPLACE_UNARY:
+        fn = _INPLACE_UNARY[op]
+
+        def unary(x: torch.Tensor) -> torch.Tensor:
+            return fn(x) if x.is_floating_point() else _out_of_place(op, x)
+
+        return unary
+    in_place, out_of_place = _INPLACE_BINARY[op]
+
+    def binary(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if a.dtype == b.dtype and a.is_floating_point() and b.dim() <= a.dim() and \
+                all(db == 1 or db == da for da, db in zip(a.shape[a.dim() - b.dim():], b.shape)):
+            return in_place(a, b)  # the result has a's shape: it fits in a
+        return out_of_place(a, b)
+
+    return binary
+
+
+def _out_of_place(op: str, x: torch.Tensor) -> torch.Tensor:
+    return getattr(torch, op.lower() if op != "Erf" else "erf")(x)
+
+
 def split_channels(node: Node, ctx: BuildContext) -> Kernel:
     sizes = [int(x) for x in node.attrs["sizes"]]
 
@@ -322,6 +354,7 @@ def split_channels(node: Node, ctx: BuildContext) -> Kernel:
 
 KERNELS: dict[str, Factory] = {
     "tensorkiln::SplitChannels": split_channels,
+    "tensorkiln::Inplace": inplace,
     "tensorkiln::FusedConv": fused_conv,
     "tensorkiln::FusedGemm": fused_gemm,
     "tensorkiln::Gelu": gelu,
