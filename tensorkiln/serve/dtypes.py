@@ -121,6 +121,8 @@ def serialize_bytes(a: np.ndarray) -> bytes:
 
 def deserialize_bytes(buf: bytes | memoryview, count: int, where: str) -> np.ndarray:
     mv = memoryview(buf)
+    if count * 4 > len(mv):  # every element has a 4-byte length: refuse before allocating
+        raise InvalidArgument(f"{where}: {len(mv)} bytes cannot hold {count} BYTES elements")
     out = np.empty(count, dtype=object)
     off = 0
     for i in range(count):

@@ -171,3 +171,12 @@ def test_metrics_have_triton_names(server):
     line = next(ln for ln in text.splitlines() if ln.startswith(key))
     assert float(line.rsplit(" ", 1)[1]) >= 1
     assert 'nv_inference_request_failure{model="tiny",version="2",reason="OTHER"}' in text
+
+
+def test_bytes_element_count_is_checked_before_allocating(server):
+    head = json.dumps({"inputs": [{"name": "in_BYTES", "shape": [1, 1 << 40], "datatype": "BYTES",
+                                   "parameters": {"binary_data_size": 8}}]}).encode()
+    body = head + b"\x01\x00\x00\x00a\x00\x00\x00"
+    status, _, resp = _post(server, "/v2/models/bytes/infer", body, {"Inference-Header-Content-Length": str(len(head))})
+    _assert_error(status, resp, 400)
+    _still_serving(server)

@@ -194,3 +194,18 @@ def test_errors_are_json_with_codes(http):
         _infer_tiny(http, np.ones((1, 4), np.float32), outputs=[th.InferRequestedOutput("nope")])
     assert e.value.status() == "400"
     assert http.is_server_live()
+
+
+def test_instance_group_count_gives_contexts(server, http):
+    cfg = http.get_model_config("conv")
+    assert cfg["instance_group"][0]["count"] == 2
+    m = server.core.model("conv")
+    assert m.n_instances == 2 and len({id(c) for c in m.instances}) == 2
+    # two shapes at once: separate shape buckets, both answered correctly
+    outs = []
+    for hw in (16, 24):
+        x = np.random.default_rng(hw).standard_normal((2, 3, hw, hw)).astype(np.float32)
+        i = th.InferInput("x", list(x.shape), "FP32")
+        i.set_data_from_numpy(x)
+        outs.append(http.async_infer("conv", [i]))
+    assert [o.get_result().as_numpy("y").shape for o in outs] == [(2, 4), (2, 4)]
