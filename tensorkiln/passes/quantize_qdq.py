@@ -27,7 +27,7 @@ from tensorkiln.ir import DType, Graph, Node, Value
 from tensorkiln.passes.match import only_reader
 from tensorkiln.passes.rewrite import RuleReport
 from tensorkiln.quant.plan import is_transparent
-from tensorkiln.quant.qparams import weight_qmax
+from tensorkiln.quant.qparams import exact_weight_limit, weight_qmax
 
 DOMAIN = "tensorkiln"
 
@@ -89,7 +89,7 @@ def _narrow(q: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]
     """Weights re-rounded to this CPU's exact range (see module doc); True when changed."""
     qmax = weight_qmax()
     m = np.abs(q.reshape(q.shape[0], -1).astype(np.int32)).max(axis=1)
-    wide = m > qmax
+    wide = m > exact_weight_limit()
     if not wide.any():
         return q, s, False
     f = np.where(wide, m / qmax, 1.0)

@@ -75,7 +75,7 @@ def convert(graph: Graph, fmt: str, overrides: Mapping[str, str] | None = None) 
         for v in n.outputs:
             if v.dtype == DType.FLOAT32:
                 v.dtype = dt
-    for i, v in enumerate(list(graph.inputs)):
+    for v in list(graph.inputs):
         if v.dtype == DType.FLOAT32:
             _cast_input(graph, v, dt)
     for i, v in enumerate(list(graph.outputs)):

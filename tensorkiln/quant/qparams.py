@@ -60,6 +60,12 @@ def weight_qmax() -> int:
     return 127 if has_vnni() else 63
 
 
+def exact_weight_limit() -> int:
+    """Largest |q| of int8 weights the int8 kernels compute exactly on this CPU: 64 without VNNI
+    (255·64·2 < 2¹⁵), 127 with it. Imported (explicitly quantized) weights within it run as written."""
+    return 127 if has_vnni() else 64
+
+
 def quantize_weight(w: np.ndarray, qmax: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per output channel (axis 0) symmetric int8: ``(q int8, scale float32 [K])``."""
     qmax = weight_qmax() if qmax is None else qmax
