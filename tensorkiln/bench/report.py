@@ -54,7 +54,7 @@ def plot_throughput(data: dict[str, Any]) -> str | None:
                 alpha=1.0 if st == 1 else 0.55, label=f"tensorkiln, {st} stream{'s' if st > 1 else ''} (timed loop)")
     for name, pts in _peer_series(peers, "samples_per_s").items():
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "s--", color=COLORS.get(name, "gray"),
-                label=f"{_label(data, name)} (side by side)")
+                alpha=0.6 if name == "tensorkiln" else 1.0, label=f"{_label(data, name)} (side by side)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size")
     ax.set_ylabel("samples / s")
@@ -179,8 +179,7 @@ def _peer_series(peers: list[dict[str, Any]], key: str) -> dict[str, list[tuple[
     out: dict[str, list[tuple[int, float]]] = {}
     for pb in peers:
         for r in pb["runtimes"]:
-            if r["runtime"] != "tensorkiln":
-                out.setdefault(r["runtime"], []).append((pb["batch"], r[key]))
+            out.setdefault(r["runtime"], []).append((pb["batch"], r[key]))
     return out
 
 

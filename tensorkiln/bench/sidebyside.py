@@ -43,7 +43,7 @@ class PeerBatch:
 
 
 def compare_batch(engine_fn: Callable[[], Any], peers: list[Peer], feeds: Mapping[str, np.ndarray], batch: int,
-                  *, seconds: float = 10.0, min_rounds: int = 3, max_rounds: int = 30) -> PeerBatch:
+                  *, seconds: float = 10.0, min_rounds: int = 5, max_rounds: int = 30) -> PeerBatch:
     """Interleaved rounds of tensorkiln and every peer on ``feeds``; rounds sized to ``seconds``."""
     from tensorkiln.bench.stats import load_average
 
