@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve_common import add_model, load_average, model_source
 
 import tensorkiln
-from tensorkiln.serve.loadgen import ServerProcess, Target, _Conn, closed_loop
+from tensorkiln.serve.loadgen import Result, ServerProcess, Target, _Conn, closed_loop
 
 
 def configs(delay_us: int, max_batch: int) -> dict[str, str]:
@@ -42,7 +42,6 @@ def overhead(server: ServerProcess, model: str, src: Path, feeds: dict, dts: dic
     from concurrent.futures import ThreadPoolExecutor
 
     from tensorkiln.runtime.streams import cpu_count
-    from tensorkiln.serve.loadgen import Result
 
     engine = tensorkiln.build(str(src))
     ctx = engine.create_context(threads=cpu_count())  # what a served instance runs on
@@ -100,6 +99,7 @@ def main() -> int:
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--concurrency", default="1,4,8")
     ap.add_argument("--rounds", type=int, default=8, help="interleaved rounds for the overhead")
+    ap.add_argument("--rounds-per-point", type=int, default=2, help="turns each config takes per concurrency")
     ap.add_argument("--json")
     args = ap.parse_args()
     conc = [int(c) for c in args.concurrency.split(",")]
@@ -118,14 +118,24 @@ def main() -> int:
                   f"{out['load_average_start']}")
             print(f"{'config':14} {'conc':>4} {'infer/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'rows/exec':>9} "
                   f"{'load avg':>16}")
-            for name in cfgs:
-                for c in conc:
-                    s0 = server.stats(name)
-                    r = closed_loop(Target(server.http_url, name, feeds, dts), c, args.duration,
-                                    warmup_s=args.warmup)
-                    s1 = server.stats(name)
-                    ex = s1["execution_count"] - s0["execution_count"]
-                    rows = (s1["inference_count"] - s0["inference_count"]) / ex if ex else float("nan")
+            names = list(cfgs)
+            for c in conc:
+                # the configs take turns (rounds, order rotated) so that the machine's load drifts
+                # affect them alike
+                acc = {n: [Result(), 0, 0] for n in names}
+                for rnd in range(args.rounds_per_point):
+                    for name in names[rnd % len(names):] + names[:rnd % len(names)]:
+                        s0 = server.stats(name)
+                        r = closed_loop(Target(server.http_url, name, feeds, dts), c,
+                                        args.duration / args.rounds_per_point, warmup_s=args.warmup)
+                        s1 = server.stats(name)
+                        a = acc[name]
+                        a[0].merge(r)
+                        a[1] += s1["execution_count"] - s0["execution_count"]
+                        a[2] += s1["inference_count"] - s0["inference_count"]
+                for name in names:
+                    r, ex, inf = acc[name]
+                    rows = inf / ex if ex else float("nan")
                     p = {"config": name, "concurrency": c, "throughput": round(r.throughput(), 2),
                          "p50_ms": round(r.pct(r.latency_ok, 50), 1), "p99_ms": round(r.pct(r.latency_ok, 99), 1),
                          "rows_per_execution": round(rows, 2), "non_200": sum(v for k, v in r.status.items()

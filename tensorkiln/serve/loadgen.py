@@ -40,6 +40,17 @@ class Result:
     def pct(xs: list[float], q: float) -> float:
         return float(np.percentile(np.array(xs), q) * 1e3) if xs else float("nan")
 
+    def merge(self, other: Result) -> None:
+        self.sent += other.sent
+        for k, v in other.status.items():
+            self.status[k] = self.status.get(k, 0) + v
+        self.errors += other.errors
+        self.wrong_id += other.wrong_id
+        self.latency_ok += other.latency_ok
+        self.latency_rejected += other.latency_rejected
+        self.lateness += other.lateness
+        self.elapsed += other.elapsed
+
     def summary(self) -> dict[str, Any]:
         return {"sent": self.sent, "status": dict(sorted(self.status.items())), "errors": self.errors,
                 "wrong_id": self.wrong_id, "elapsed_s": round(self.elapsed, 2),
