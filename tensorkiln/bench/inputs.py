@@ -19,7 +19,7 @@ import numpy as np
 
 from tensorkiln import zoo
 from tensorkiln.engine import Engine, TensorSpec, build
-from tensorkiln.engine.fileformat import is_engine_file, load_engine
+from tensorkiln.engine.fileformat import is_engine_file, load_engine, read_header
 from tensorkiln.errors import FeedError, OptionError
 from tensorkiln.ir import DType
 
@@ -63,8 +63,10 @@ def resolve_model(arg: str) -> ModelRef:
 
 
 def _engine_source(p: Path) -> str | None:
+    """The ONNX path an engine file was built from (its header only; no weights are unpacked)."""
     try:
-        return str(load_engine(p).source.get("model") or "") or None
+        header, _ = read_header(p.read_bytes(), repr(str(p)))
+        return str((header.get("source") or {}).get("model") or "") or None
     except Exception:
         return None
 

@@ -119,3 +119,13 @@ def test_compare_precision_flag_is_clear(qdq_paths: tuple[Path, Path], capsys: p
         pytest.skip("BuildConfig has a precision option in this build")
     assert main(["compare", str(qdq_paths[0]), "--precision", "int8"]) == 2
     assert "cannot build reduced-precision engines" in capsys.readouterr().err
+
+
+def test_bench_engine_file_finds_its_onnx_for_peers(model_path: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    eng = tmp_path / "tiny.tkengine"
+    assert main(["build", str(model_path), "-o", str(eng)]) == 0
+    assert main(["bench", str(eng), "--duration", "0", "--iterations", "2", "--warmup", "0", "--no-overhead",
+                 "--compare", "ort", "--compare-seconds", "0.05"]) == 0
+    text = capsys.readouterr().out
+    assert "(engine)" in text and "onnxruntime" in text and "skipped" not in text
