@@ -112,11 +112,23 @@ class ServedModel:
             return out
         if any(s.datatype == "BYTES" or -1 in s.dims for s in self.inputs):
             return []  # variable non-batch dims: warm up only through config.model_warmup
-        sizes = [None] if self.max_batch_size == 0 else sorted({1, self.max_batch_size, *self.policy.preferred})
-        for bs in sizes:
+        for bs in self.warmup_batch_sizes():
             out.append({s.name: np.zeros(((bs,) if bs else ()) + s.dims, dtypes.NUMPY[s.datatype])
                         for s in self.inputs})
         return out
+
+    def warmup_batch_sizes(self) -> list[int | None]:
+        """1, the largest batch, the preferred sizes, then every size up to 8 and the powers of two: the
+        sizes the batcher forms, likeliest first (the engine keeps exact weight packings for the first few)."""
+        mbs = self.max_batch_size
+        if mbs == 0:
+            return [None]
+        sizes: list[int | None] = []
+        pow2 = [1 << k for k in range(mbs.bit_length()) if (1 << k) <= mbs]
+        for b in [1, mbs, *self.policy.preferred, *range(2, min(mbs, 8) + 1), *pow2]:
+            if b not in sizes:
+                sizes.append(b)
+        return sizes
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.batcher = DynamicBatcher(self.policy, self.instances, self.executor, self._execute, loop,

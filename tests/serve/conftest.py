@@ -99,6 +99,10 @@ def make_repository(root: Path) -> Path:
         instance_group [ { count: 2 kind: KIND_CPU } ]
         """)
     write_model(root, "fixed", fixed_model(), "max_batch_size: 0\n")
+    from tensorkiln import build
+
+    (root / "engine" / "3").mkdir(parents=True)
+    build(tiny_model()).save(str(root / "engine" / "3" / "model.tkengine"))  # a prebuilt engine file
     return root
 
 

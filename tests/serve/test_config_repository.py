@@ -128,3 +128,16 @@ def test_repository_paths_stay_inside(tmp_path):
     cfg.version_policy.specific.versions.append(7)
     with pytest.raises(InvalidArgument, match="do not exist"):
         repo.versions_to_load("ok", cfg)
+
+
+def test_warmup_batch_sizes(tmp_path):
+    from tensorkiln import build
+    from tensorkiln.serve.model import ServedModel
+
+    eng = build(tiny_model())
+    cfg = cfgmod.parse_pbtxt("max_batch_size: 32 dynamic_batching { preferred_batch_size: [ 12 ] }", "c")
+    cfg = cfgmod.complete(cfg, "m", eng.inputs, eng.outputs, max_batch_given=True, default_max_batch_size=4)
+    m = ServedModel("m", "1", cfg, eng, Metrics(lambda: []), 1 << 20)
+    assert m.warmup_batch_sizes() == [1, 32, 12, 2, 3, 4, 5, 6, 7, 8, 16]
+    m.warmup()
+    m.close()

@@ -209,3 +209,13 @@ def test_instance_group_count_gives_contexts(server, http):
         i.set_data_from_numpy(x)
         outs.append(http.async_infer("conv", [i]))
     assert [o.get_result().as_numpy("y").shape for o in outs] == [(2, 4), (2, 4)]
+
+
+def test_engine_file_model(http):
+    md = http.get_model_metadata("engine")
+    assert md["versions"] == ["3"] and md["inputs"][0]["shape"] == [-1, 4]
+    x = np.random.default_rng(9).standard_normal((2, 4)).astype(np.float32)
+    i = th.InferInput("x", [2, 4], "FP32")
+    i.set_data_from_numpy(x)
+    np.testing.assert_allclose(http.infer("engine", [i]).as_numpy("y"), tiny_reference(x, tiny_model()),
+                               rtol=1e-5, atol=1e-6)
