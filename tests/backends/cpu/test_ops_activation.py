@@ -7,20 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from onnx import helper
 
-import tensorkiln
-
-
-def run_node(op: str, inputs: list[np.ndarray], opset: int = 17, **attrs: Any) -> np.ndarray:
-    names = [f"in{i}" for i in range(len(inputs))]
-    vis = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-           for n, a in zip(names, inputs)]
-    node = helper.make_node(op, names, ["y"], **attrs)
-    g = helper.make_graph([node], "g", vis, [helper.make_empty_tensor_value_info("y")])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    return tensorkiln.build(m).run(dict(zip(names, inputs)))["y"]
-
+from tests.backends.cpu.util import run_node
 
 X = np.array([-3.0, -1.0, -0.25, 0.0, 0.5, 1.0, 2.5, 30.0], np.float32)
 

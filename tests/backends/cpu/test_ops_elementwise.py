@@ -10,41 +10,9 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from onnx import helper, numpy_helper
 
 import tensorkiln
-
-
-class Const:
-    """An input given as an initializer (a constant the factory can read)."""
-
-    def __init__(self, arr: Any) -> None:
-        self.arr = np.asarray(arr)
-
-
-def run_node(op: str, args: list[Any], opset: int = 17, n_out: int = 1, **attrs: Any) -> Any:
-    """Run one ``op`` node. ``args``: arrays (graph inputs), Const (initializers), None (absent)."""
-    names, graph_inputs, inits, feeds = [], [], [], {}
-    for i, a in enumerate(args):
-        if a is None:
-            names.append("")
-            continue
-        name = f"in{i}"
-        names.append(name)
-        if isinstance(a, Const):
-            inits.append(numpy_helper.from_array(a.arr, name))
-        else:
-            a = np.asarray(a)
-            dt = helper.np_dtype_to_tensor_dtype(a.dtype)
-            graph_inputs.append(helper.make_tensor_value_info(name, dt, a.shape))
-            feeds[name] = a
-    outs = [f"out{i}" for i in range(n_out)]
-    node = helper.make_node(op, names, outs, **attrs)
-    g = helper.make_graph([node], "g", graph_inputs,
-                          [helper.make_empty_tensor_value_info(o) for o in outs], initializer=inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    res = tensorkiln.build(m).run(feeds)
-    return res[outs[0]] if n_out == 1 else [res[o] for o in outs]
+from tests.backends.cpu.util import Const, run_node
 
 
 def check(got: np.ndarray, want: Any, dtype: Any = None) -> None:

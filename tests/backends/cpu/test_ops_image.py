@@ -16,57 +16,23 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from onnx import helper, numpy_helper
 
-import tensorkiln
 from tensorkiln.backends.cpu.ops_image import Resizer, ResizeSpec
 from tensorkiln.backends.cpu.ops_sample import grid_sample_nd
-
-
-class Const:
-    def __init__(self, arr: Any) -> None:
-        self.arr = np.asarray(arr)
-
-
-def make(op: str, args: list[Any], opset: int, **attrs: Any) -> tuple[Any, dict, list[str]]:
-    names, graph_inputs, inits, feeds = [], [], [], {}
-    for i, a in enumerate(args):
-        if a is None:
-            names.append("")
-            continue
-        name = f"in{i}"
-        names.append(name)
-        if isinstance(a, Const):
-            inits.append(numpy_helper.from_array(a.arr, name))
-        else:
-            a = np.asarray(a)
-            dt = helper.np_dtype_to_tensor_dtype(a.dtype)
-            graph_inputs.append(helper.make_tensor_value_info(name, dt, a.shape))
-            feeds[name] = a
-    node = helper.make_node(op, names, ["out"], **attrs)
-    g = helper.make_graph([node], "g", graph_inputs, [helper.make_empty_tensor_value_info("out")], initializer=inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)]), feeds, ["out"]
+from tests.backends.cpu import util
+from tests.backends.cpu.util import Const
 
 
 def run_node(op: str, args: list[Any], opset: int = 19, **attrs: Any) -> np.ndarray:
-    m, feeds, _ = make(op, args, opset, **attrs)
-    return tensorkiln.build(m).run(feeds)["out"]
+    return util.run_node(op, args, opset, **attrs)
 
 
 def reference(op: str, args: list[Any], opset: int = 19, **attrs: Any) -> np.ndarray:
-    from onnx.reference import ReferenceEvaluator
-
-    m, feeds, outs = make(op, args, opset, **attrs)
-    return ReferenceEvaluator(m).run(outs, feeds)[0]
+    return util.oracle_node(op, args, opset, **attrs)[0]
 
 
 def onnxruntime(op: str, args: list[Any], opset: int = 19, **attrs: Any) -> np.ndarray:
-    ort = pytest.importorskip("onnxruntime")
-    m, feeds, outs = make(op, args, opset, **attrs)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return sess.run(outs, feeds)[0]
+    return util.oracle_node(op, args, opset, oracle="ort", **attrs)[0]
 
 
 def close(got: np.ndarray, want: np.ndarray, atol: float = 1e-5) -> None:

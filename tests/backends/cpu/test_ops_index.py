@@ -10,50 +10,17 @@ from typing import Any
 
 import numpy as np
 import pytest
-from onnx import helper, numpy_helper
 
-import tensorkiln
-
-
-class Const:
-    def __init__(self, arr: Any) -> None:
-        self.arr = np.asarray(arr)
-
-
-def make(op: str, args: list[Any], opset: int, n_out: int, **attrs: Any) -> tuple[Any, dict, list[str]]:
-    names, graph_inputs, inits, feeds = [], [], [], {}
-    for i, a in enumerate(args):
-        if a is None:
-            names.append("")
-            continue
-        name = f"in{i}"
-        names.append(name)
-        if isinstance(a, Const):
-            inits.append(numpy_helper.from_array(a.arr, name))
-        else:
-            a = np.asarray(a)
-            dt = helper.np_dtype_to_tensor_dtype(a.dtype)
-            graph_inputs.append(helper.make_tensor_value_info(name, dt, a.shape))
-            feeds[name] = a
-    outs = [f"out{i}" for i in range(n_out)]
-    node = helper.make_node(op, names, outs, **attrs)
-    g = helper.make_graph(
-        [node], "g", graph_inputs, [helper.make_empty_tensor_value_info(o) for o in outs], initializer=inits
-    )
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)]), feeds, outs
+from tests.backends.cpu import util
+from tests.backends.cpu.util import Const
 
 
 def run_node(op: str, args: list[Any], opset: int = 18, n_out: int = 1, **attrs: Any) -> Any:
-    m, feeds, outs = make(op, args, opset, n_out, **attrs)
-    res = tensorkiln.build(m).run(feeds)
-    return res[outs[0]] if n_out == 1 else [res[o] for o in outs]
+    return util.run_node(op, args, opset, n_out, **attrs)
 
 
 def reference(op: str, args: list[Any], opset: int = 18, n_out: int = 1, **attrs: Any) -> list[np.ndarray]:
-    from onnx.reference import ReferenceEvaluator
-
-    m, feeds, outs = make(op, args, opset, n_out, **attrs)
-    return ReferenceEvaluator(m).run(outs, feeds)
+    return util.oracle_node(op, args, opset, n_out, **attrs)
 
 
 def same(got: np.ndarray, want: Any) -> None:
@@ -210,7 +177,7 @@ def test_unique_matches_reference(sort: int, axis: int | None) -> None:
 
 @pytest.mark.parametrize("center", [0, 1])
 def test_nms_matches_onnxruntime(center: int) -> None:
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     rng = np.random.default_rng(center)
     xy = rng.uniform(0, 10, (2, 40, 2))
     wh = rng.uniform(1, 4, (2, 40, 2))
@@ -223,9 +190,8 @@ def test_nms_matches_onnxruntime(center: int) -> None:
     scores = rng.uniform(0, 1, (2, 3, 40)).astype(np.float32)
     scores[0, 0, 5] = scores[0, 0, 6]  # a tie
     args = [boxes, scores, np.array([6], I64), np.array([0.3], np.float32), np.array([0.2], np.float32)]
-    m, feeds, outs = make("NonMaxSuppression", args, 13, 1, center_point_box=center)
-    got = tensorkiln.build(m).run(feeds)[outs[0]]
-    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(outs, feeds)[0]
+    got = run_node("NonMaxSuppression", args, opset=13, center_point_box=center)
+    want = util.oracle_node("NonMaxSuppression", args, 13, oracle="ort", center_point_box=center)[0]
     same(got, want)
     empty = run_node("NonMaxSuppression", [boxes, scores], opset=13)  # max_output_boxes defaults to 0
     same(empty, np.zeros((0, 3), I64))
