@@ -6,54 +6,19 @@ against ONNX's reference evaluator otherwise (the opset-27 ops).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
-import onnx
 import pytest
 from onnx import helper
 
 import tensorkiln
+from tests.backends.cpu import util
+from tests.backends.cpu.util import Inputs, rand
 
-Inputs = list[tuple[str, np.ndarray | None]]
-
-
-def single_node(op: str, inputs: Inputs, attrs: dict[str, Any] | None = None, opset: int = 23,
-                n_out: int = 1, out_names: list[str] | None = None) -> onnx.ModelProto:
-    outs = out_names or [f"y{i}" for i in range(n_out)]
-    node = helper.make_node(op, [n if a is not None else "" for n, a in inputs], outs, **(attrs or {}))
-    g_in = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-            for n, a in inputs if a is not None]
-    g_out = [helper.make_empty_tensor_value_info(o) for o in outs if o]
-    graph = helper.make_graph([node], op.lower(), g_in, g_out)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-
-
-def compare(op: str, inputs: Inputs, attrs: dict[str, Any] | None = None, opset: int = 23,
-            n_out: int = 1, out_names: list[str] | None = None, oracle: str = "ort",
-            rtol: float = 1e-4, atol: float = 1e-5) -> dict[str, np.ndarray]:
-    model = single_node(op, inputs, attrs, opset, n_out, out_names)
-    feeds = {n: a for n, a in inputs if a is not None}
-    got = tensorkiln.build(model, optimize=False).run(feeds)
-    names = [o.name for o in model.graph.output]
-    if oracle == "ort":
-        ort = pytest.importorskip("onnxruntime")
-        ref = ort.InferenceSession(model.SerializeToString(),
-                                   providers=["CPUExecutionProvider"]).run(None, feeds)
-    else:
-        from onnx.reference import ReferenceEvaluator
-
-        ref = ReferenceEvaluator(model).run(None, feeds)
-    for n, r in zip(names, ref):
-        g = got[n]
-        assert g.dtype == r.dtype, f"{n}: dtype {g.dtype} != {r.dtype}"
-        assert g.shape == r.shape, f"{n}: shape {g.shape} != {r.shape}"
-        np.testing.assert_allclose(g, r, rtol=rtol, atol=atol, err_msg=n)
-    return got
-
-
-def rand(*shape: int, seed: int = 0, dtype: Any = np.float32) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+single_node = partial(util.single_node, opset=23)
+compare = partial(util.compare, opset=23)
 
 
 # ---------------------------------------------------------------- Attention
@@ -101,17 +66,17 @@ def test_attention_matches_onnxruntime(spec: dict[str, Any], attrs: dict[str, An
     outs = ["Y", "present_key", "present_value"] if spec.get("past") else ["Y"]
     if with_qk:
         outs = ["Y", "present_key", "present_value", "qk"] if spec.get("past") else ["Y", "", "", "qk"]
-    compare("Attention", ins, attrs, out_names=outs)
+    compare("Attention", ins, attrs, outputs=outs)
 
 
 # mode 0 is the raw QK product (spec, function body and onnxruntime; ONNX's Python reference
 # returns it softcapped); modes 2/3 against the reference, as onnxruntime's causal mask holds
 # float-lowest where ONNX has -inf
 @pytest.mark.parametrize(("mode", "oracle"), [(0, "ort"), (1, "ref"), (2, "ref"), (3, "ref")])
-def test_attention_qk_matmul_output_modes(mode: int, oracle: str) -> None:
+def test_attention_qk_matmul_output_modes(mode: int, oracle: util.Oracle) -> None:
     ins = _attn_inputs({"mask": "float"})
     compare("Attention", ins, {"qk_matmul_output_mode": mode, "softcap": 2.0, "is_causal": 1},
-            out_names=["Y", "", "", "qk"], oracle=oracle)
+            outputs=["Y", "", "", "qk"], oracle=oracle)
 
 
 @pytest.mark.parametrize("with_qk", [False, True])
@@ -121,7 +86,7 @@ def test_attention_fully_masked_row_is_zero(with_qk: bool) -> None:
     mask[1] = False
     outs = ["Y", "", "", "qk"] if with_qk else ["Y"]
     model = single_node("Attention", [("Q", Q), ("K", K), ("V", V), ("m", mask)],
-                        {"qk_matmul_output_mode": 3}, out_names=outs)
+                        {"qk_matmul_output_mode": 3}, outputs=outs)
     got = tensorkiln.build(model, optimize=False).run({"Q": Q, "K": K, "V": V, "m": mask})
     assert not np.isnan(got["Y"]).any()
     np.testing.assert_array_equal(got["Y"][:, :, 1], 0)
@@ -135,7 +100,7 @@ def test_attention_causal_with_past_is_bottom_right() -> None:
     Q, K, V = rand(1, 1, 2, 4, seed=1), rand(1, 1, 2, 4, seed=2), rand(1, 1, 2, 4, seed=3)
     pk, pv = rand(1, 1, 3, 4, seed=4), rand(1, 1, 3, 4, seed=5)
     model = single_node("Attention", [("Q", Q), ("K", K), ("V", V), ("m", None), ("pk", pk), ("pv", pv)],
-                        {"is_causal": 1}, out_names=["Y", "", "", "qk"])
+                        {"is_causal": 1}, outputs=["Y", "", "", "qk"])
     model.graph.node[0].attribute.append(helper.make_attribute("qk_matmul_output_mode", 3))
     got = tensorkiln.build(model, optimize=False).run({"Q": Q, "K": K, "V": V, "pk": pk, "pv": pv})
     probs = got["qk"][0, 0]

@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
-import onnx
 import pytest
-from onnx import helper
 
 import tensorkiln
+from tests.backends.cpu import util
 
-Inputs = list[tuple[str, np.ndarray | None]]
-
-
-def single_node(op: str, inputs: Inputs, attrs: dict[str, Any], opset: int, n_out: int) -> onnx.ModelProto:
-    node = helper.make_node(op, [n if a is not None else "" for n, a in inputs],
-                            [f"y{i}" for i in range(n_out)], **attrs)
-    g_in = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-            for n, a in inputs if a is not None]
-    g_out = [helper.make_empty_tensor_value_info(f"y{i}") for i in range(n_out)]
-    return helper.make_model(helper.make_graph([node], op.lower(), g_in, g_out),
-                             opset_imports=[helper.make_opsetid("", opset)])
-
-
-def compare(op: str, inputs: Inputs, attrs: dict[str, Any], opset: int = 22, n_out: int = 1) -> None:
-    ort = pytest.importorskip("onnxruntime")
-    model = single_node(op, inputs, attrs, opset, n_out)
-    feeds = {n: a for n, a in inputs if a is not None}
-    got = tensorkiln.build(model, optimize=False).run(feeds)
-    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
-    for i, r in enumerate(ref):
-        g = got[f"y{i}"]
-        assert g.dtype == r.dtype and g.shape == r.shape, f"output {i}: {g.dtype}{g.shape} vs {r.dtype}{r.shape}"
-        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6, err_msg=f"output {i}")
+compare = partial(util.compare, opset=22, rtol=1e-5, atol=1e-6)
 
 
 def _data(shape: tuple[int, ...], ignore: int | None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -82,6 +60,6 @@ def test_softmax_cross_entropy_loss(reduction: str, ignore: int | None, weighted
 def test_mean_over_non_ignored_elements_only() -> None:
     x = np.log(np.full((4, 3), 1 / 3, np.float32))
     t = np.array([0, 1, 7, 2], np.int64)  # one ignored, out of range
-    m = single_node("NegativeLogLikelihoodLoss", [("x", x), ("t", t)], {"ignore_index": 7}, 22, 1)
+    m = util.single_node("NegativeLogLikelihoodLoss", [("x", x), ("t", t)], {"ignore_index": 7}, opset=22)
     y = tensorkiln.build(m, optimize=False).run({"x": x, "t": t})["y0"]
     np.testing.assert_allclose(y, np.log(3), rtol=1e-6)

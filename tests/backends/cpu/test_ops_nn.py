@@ -5,57 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import onnx
 import pytest
-from onnx import helper, numpy_helper
 
 import tensorkiln
+from tests.backends.cpu.util import Inputs, compare, rand, single_node
 
 ort = pytest.importorskip("onnxruntime")
-
-Inputs = list[tuple[str, np.ndarray | None]]
-
-
-def single_node(op: str, inputs: Inputs, attrs: dict[str, Any] | None = None, opset: int = 17,
-                n_out: int = 1, consts: tuple[str, ...] = ()) -> onnx.ModelProto:
-    """A one-node model; inputs named in ``consts`` become initializers, None is absent."""
-    node = helper.make_node(op, [n if a is not None else "" for n, a in inputs],
-                            [f"y{i}" for i in range(n_out)], **(attrs or {}))
-    g_in = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-            for n, a in inputs if a is not None and n not in consts]
-    inits = [numpy_helper.from_array(a, n) for n, a in inputs if a is not None and n in consts]
-    g_out = [helper.make_empty_tensor_value_info(f"y{i}") for i in range(n_out)]
-    graph = helper.make_graph([node], op.lower(), g_in, g_out, initializer=inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-
-
-def compare(op: str, inputs: Inputs, attrs: dict[str, Any] | None = None, opset: int = 17,
-            n_out: int = 1, consts: tuple[str, ...] = (), rtol: float = 1e-4,
-            atol: float = 1e-5, oracle: str = "ort") -> list[np.ndarray]:
-    """Run the node with tensorkiln (no graph passes: the kernel itself) and the oracle."""
-    model = single_node(op, inputs, attrs, opset, n_out, consts)
-    feeds = {n: a for n, a in inputs if a is not None and n not in consts}
-    got = tensorkiln.build(model, optimize=False).run(feeds)
-    if oracle == "ort":
-        ref = ort.InferenceSession(model.SerializeToString(),
-                                   providers=["CPUExecutionProvider"]).run(None, feeds)
-    else:
-        from onnx.reference import ReferenceEvaluator
-
-        ref = ReferenceEvaluator(model).run(None, feeds)
-    outs = []
-    for i, r in enumerate(ref):
-        g = got[f"y{i}"]
-        assert g.dtype == r.dtype, f"output {i}: dtype {g.dtype} != {r.dtype}"
-        assert g.shape == r.shape, f"output {i}: shape {g.shape} != {r.shape}"
-        np.testing.assert_allclose(g, r, rtol=rtol, atol=atol, err_msg=f"output {i}")
-        outs.append(g)
-    return outs
-
-
-def rand(*shape: int, seed: int = 0, dtype: Any = np.float32) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-
 
 CONV_CASES = [
     # (x shape, w shape, attrs)
@@ -86,7 +41,7 @@ def test_conv_same_with_dilations() -> None:
     inputs: Inputs = [("x", rand(1, 3, 7, 8)), ("w", rand(4, 3, 2, 3, seed=1))]
     for mode in ("SAME_UPPER", "SAME_LOWER"):
         compare("Conv", inputs, {"auto_pad": mode, "dilations": [2, 2], "strides": [1, 2]},
-                consts=("w",), oracle="onnx")
+                consts=("w",), oracle="ref")
 
 
 def test_conv_weight_as_input_and_kernel_shape() -> None:

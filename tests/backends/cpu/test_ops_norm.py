@@ -2,51 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
-import onnx
 import pytest
-from onnx import helper, numpy_helper
 
 import tensorkiln
+from tests.backends.cpu.util import Inputs, compare, rand, single_node
 
 ort = pytest.importorskip("onnxruntime")
-
-Inputs = list[tuple[str, np.ndarray | None]]
-
-
-def single_node(op: str, inputs: Inputs, attrs: dict[str, Any] | None = None, opset: int = 17,
-                n_out: int = 1, consts: tuple[str, ...] = ()) -> onnx.ModelProto:
-    node = helper.make_node(op, [n if a is not None else "" for n, a in inputs],
-                            [f"y{i}" for i in range(n_out)], **(attrs or {}))
-    g_in = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-            for n, a in inputs if a is not None and n not in consts]
-    inits = [numpy_helper.from_array(a, n) for n, a in inputs if a is not None and n in consts]
-    g_out = [helper.make_empty_tensor_value_info(f"y{i}") for i in range(n_out)]
-    graph = helper.make_graph([node], op.lower(), g_in, g_out, initializer=inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-
-
-def compare(op: str, inputs: Inputs, attrs: dict[str, Any] | None = None, opset: int = 17,
-            n_out: int = 1, consts: tuple[str, ...] = (), rtol: float = 1e-4,
-            atol: float = 1e-5) -> None:
-    """The node through tensorkiln (no graph passes) and onnxruntime; outputs must agree."""
-    model = single_node(op, inputs, attrs, opset, n_out, consts)
-    feeds = {n: a for n, a in inputs if a is not None and n not in consts}
-    got = tensorkiln.build(model, optimize=False).run(feeds)
-    ref = ort.InferenceSession(model.SerializeToString(),
-                               providers=["CPUExecutionProvider"]).run(None, feeds)
-    for i, r in enumerate(ref):
-        g = got[f"y{i}"]
-        assert g.dtype == r.dtype, f"output {i}: dtype {g.dtype} != {r.dtype}"
-        assert g.shape == r.shape, f"output {i}: shape {g.shape} != {r.shape}"
-        np.testing.assert_allclose(g, r, rtol=rtol, atol=atol, err_msg=f"output {i}")
-
-
-def rand(*shape: int, seed: int = 0, dtype: Any = np.float32) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-
 
 def _bn_inputs(c: int, x_shape: tuple[int, ...]) -> Inputs:
     var = np.abs(rand(c, seed=4)) + 0.1

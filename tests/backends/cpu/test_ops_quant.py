@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -11,38 +12,11 @@ from onnx import helper, numpy_helper
 
 import tensorkiln
 from tensorkiln.errors import UnsupportedOpError
+from tests.backends.cpu import util
 
 ort = pytest.importorskip("onnxruntime")
 
-Inputs = list[tuple[str, np.ndarray | None]]
-
-
-def single_node(op: str, inputs: Inputs, attrs: dict[str, Any] | None = None, opset: int = 21,
-                n_out: int = 1, consts: tuple[str, ...] = ()) -> onnx.ModelProto:
-    node = helper.make_node(op, [n if a is not None else "" for n, a in inputs],
-                            [f"y{i}" for i in range(n_out)], **(attrs or {}))
-    g_in = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-            for n, a in inputs if a is not None and n not in consts]
-    inits = [numpy_helper.from_array(a, n) for n, a in inputs if a is not None and n in consts]
-    g_out = [helper.make_empty_tensor_value_info(f"y{i}") for i in range(n_out)]
-    graph = helper.make_graph([node], op.lower(), g_in, g_out, initializer=inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-
-
-def compare(op: str, inputs: Inputs, attrs: dict[str, Any] | None = None, opset: int = 21,
-            n_out: int = 1, consts: tuple[str, ...] = ()) -> list[np.ndarray]:
-    """The node through tensorkiln (no graph passes) and onnxruntime; outputs must be equal."""
-    model = single_node(op, inputs, attrs, opset, n_out, consts)
-    feeds = {n: a for n, a in inputs if a is not None and n not in consts}
-    got = tensorkiln.build(model, optimize=False).run(feeds)
-    ref = ort.InferenceSession(model.SerializeToString(),
-                               providers=["CPUExecutionProvider"]).run(None, feeds)
-    for i, r in enumerate(ref):
-        g = got[f"y{i}"]
-        assert g.dtype == r.dtype, f"output {i}: dtype {g.dtype} != {r.dtype}"
-        assert g.shape == r.shape, f"output {i}: shape {g.shape} != {r.shape}"
-        np.testing.assert_array_equal(g, r, err_msg=f"output {i}")
-    return [got[f"y{i}"] for i in range(n_out)]
+compare = partial(util.compare, opset=21, exact=True)  # outputs must be equal
 
 
 def rand(*shape: int, seed: int = 0, scale: float = 3.0) -> np.ndarray:

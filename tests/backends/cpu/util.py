@@ -145,6 +145,19 @@ def compare(op: str, inputs: Inputs, attrs: Mapping[str, Any] | None = None, *, 
     return [got[o.name] for o in model.graph.output]
 
 
+def node_outputs(op: str, inputs: Inputs, attrs: Mapping[str, Any] | None = None, *, opset: int = 17,
+                 n_out: int = 1, consts: Collection[str] = (), domain: str = "", domain_opset: int = 1,
+                 oracle: Oracle | None = None) -> list[np.ndarray]:
+    """One node's outputs in order: tensorkiln's (no graph passes), or the ``oracle``'s when given."""
+    model = single_node(op, inputs, attrs, opset=opset, n_out=n_out, consts=consts, domain=domain,
+                        domain_opset=domain_opset)
+    feeds = feeds_of(inputs, consts)
+    if oracle is not None:
+        return oracle_run(model, feeds, oracle)
+    got = run_model(model, feeds)
+    return [got[o.name] for o in model.graph.output]
+
+
 def run_node(op: str, args: Sequence[Any], opset: int = 17, n_out: int = 1, *, optimize: bool = True,
              **attrs: Any) -> Any:
     """Run one node on positional ``args`` (see ``named``): the output, or the list of ``n_out`` outputs."""
@@ -161,3 +174,8 @@ def oracle_node(op: str, args: Sequence[Any], opset: int = 17, n_out: int = 1, *
     inputs, consts = named(args)
     model = single_node(op, inputs, attrs, opset=opset, n_out=n_out, consts=consts)
     return oracle_run(model, feeds_of(inputs, consts), oracle)
+
+
+def rand(*shape: int, seed: int = 0, dtype: Any = np.float32) -> np.ndarray:
+    """Standard normal values of ``shape`` from generator ``seed``."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
