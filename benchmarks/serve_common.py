@@ -30,7 +30,16 @@ def synthetic_model() -> onnx.ModelProto:
 
 
 def model_source(name: str, cache: Path) -> tuple[Path, dict[str, np.ndarray], dict[str, str]]:
-    """(onnx path, batch-1 inputs, datatypes) for a zoo model or 'synthetic'."""
+    """(onnx path, batch-1 inputs, datatypes) for a zoo model, 'synthetic' or 'tiny' (one small MatMul:
+    the serving path's own cost)."""
+    if name == "tiny":
+        p = cache / "tiny.onnx"
+        w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32), "w")
+        g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "tiny",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])], initializer=[w])
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(p))
+        return p, {"x": np.ones((1, 16), np.float32)}, {"x": "FP32"}
     if name == "synthetic":
         p = cache / "synthetic.onnx"
         if not p.exists():

@@ -7,7 +7,10 @@ bucket instead of cutting the batch — up to ``max_batch_size`` rows. It is sen
 full or when it reaches a preferred size; otherwise it waits until ``max_queue_delay`` has passed
 since its oldest request, and then takes everything queued for that bucket. The adaptive mode
 (beyond Triton) sends without waiting when fewer than one more request is expected within the
-remaining delay, from an EWMA of the inter-arrival time.
+remaining delay, from an EWMA of the inter-arrival time. The EWMA learns only from arrivals that
+could have joined a batch (while requests were queued or running); a wait that saw no arrival at all
+counts as a gap of at least twice its length. So a lone closed-loop client (whose next request cannot
+come while it waits) stops paying the delay, while real concurrent traffic keeps being batched.
 """
 
 from __future__ import annotations
@@ -126,9 +129,8 @@ class DynamicBatcher:
         if qp.max_queue_size and self._counts[level - 1] >= qp.max_queue_size:
             raise Unavailable("Exceeds maximum queue size")
         now = self._loop.time()
-        if self._last_arrival is not None:
-            gap = min(now - self._last_arrival, 10.0)
-            self.ewma_gap = gap if self.ewma_gap is None else 0.2 * gap + 0.8 * self.ewma_gap
+        if self._last_arrival is not None and (self.queued() or self._running):
+            self._observe_gap(now - self._last_arrival)  # an arrival that could join a batch
         self._last_arrival = now
         fut: asyncio.Future[Any] = self._loop.create_future()
         p = Pending(request, rows, key, level - 1, fut, now, self._seq)
@@ -151,6 +153,10 @@ class DynamicBatcher:
         self._on_pending(1)
         self._schedule()
         return p
+
+    def _observe_gap(self, gap: float) -> None:
+        gap = min(gap, 10.0)
+        self.ewma_gap = gap if self.ewma_gap is None else 0.2 * gap + 0.8 * self.ewma_gap
 
     # -------------------------------------------------------------- scheduling
     def _schedule(self) -> None:
@@ -208,6 +214,8 @@ class DynamicBatcher:
             return True, None
         deadline = b.oldest + pol.delay_s
         if now >= deadline:
+            if pol.adaptive and self._last_arrival is not None and self._last_arrival <= b.oldest:
+                self._observe_gap(2 * (now - b.oldest))  # nobody came during the whole wait
             return True, None
         if pol.adaptive and self.ewma_gap is not None and (deadline - now) < self.ewma_gap:
             return True, None  # fewer than one more arrival expected before the deadline

@@ -269,3 +269,25 @@ def test_cancelled_request_leaves_the_queue():
         await b.drain()
         assert [r for _, r, _, _ in m.batches] == [["busy"]]
     run(main())
+
+
+def test_adaptive_closed_loop_single_client_stops_waiting_but_concurrent_clients_batch():
+    async def main():
+        m = FakeModel(exec_s=0.002)
+        b = make(BatchPolicy(enabled=True, max_rows=8, delay_s=0.05, adaptive=True), m)
+        waits = []
+        for k in range(6):  # one client, next request only after the answer
+            t0 = time.monotonic()
+            await b.submit(k, 1, ()).future
+            waits.append(time.monotonic() - t0)
+        assert waits[0] >= 0.045 and max(waits[2:]) < 0.03  # learns that nobody else comes
+
+        async def client(c):
+            for k in range(10):
+                await b.submit((c, k), 1, ()).future
+
+        n0 = len(m.batches)
+        await asyncio.gather(*(client(c) for c in range(6)))
+        rows = [len(r) for _, r, _, _ in m.batches[n0:]]
+        assert sum(rows) == 60 and sum(rows) / len(rows) > 1.5  # concurrent traffic is still batched
+    run(main())
