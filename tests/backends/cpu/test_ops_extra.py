@@ -5,43 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, numpy_helper
 
-import tensorkiln
-
-Inputs = list[tuple[str, np.ndarray | None]]
-
-
-def single_node(op: str, inputs: Inputs, attrs: dict[str, Any] | None = None, opset: int = 26,
-                consts: tuple[str, ...] = (), domain: str = "") -> onnx.ModelProto:
-    node = helper.make_node(op, [n if a is not None else "" for n, a in inputs], ["y"], domain=domain,
-                            **(attrs or {}))
-    g_in = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-            for n, a in inputs if a is not None and n not in consts]
-    inits = [numpy_helper.from_array(a, n) for n, a in inputs if a is not None and n in consts]
-    graph = helper.make_graph([node], op.lower(), g_in, [helper.make_empty_tensor_value_info("y")],
-                              initializer=inits)
-    opsets = [helper.make_opsetid("", opset)]
-    if domain:
-        opsets.append(helper.make_opsetid(domain, 5 if op == "TreeEnsemble" else 1))
-    return helper.make_model(graph, opset_imports=opsets)
+from tests.backends.cpu import util
+from tests.backends.cpu.util import Inputs
 
 
 def run(op: str, inputs: Inputs, attrs: dict[str, Any] | None = None, opset: int = 26,
-        consts: tuple[str, ...] = (), domain: str = "") -> np.ndarray:
-    m = single_node(op, inputs, attrs, opset, consts, domain)
-    feeds = {n: a for n, a in inputs if a is not None and n not in consts}
-    return tensorkiln.build(m, optimize=False).run(feeds)["y"]
+        consts: tuple[str, ...] = (), domain: str = "", oracle: util.Oracle | None = None) -> np.ndarray:
+    """The node's output from tensorkiln (no graph passes), or from the ``oracle``."""
+    return util.node_outputs(op, inputs, attrs, opset=opset, consts=consts, domain=domain,
+                             domain_opset=5 if op == "TreeEnsemble" else 1, oracle=oracle)[0]
 
 
 def ort_run(op: str, inputs: Inputs, attrs: dict[str, Any] | None = None, opset: int = 26,
             domain: str = "") -> np.ndarray:
-    ort = pytest.importorskip("onnxruntime")
-    m = single_node(op, inputs, attrs, opset, (), domain)
-    feeds = {n: a for n, a in inputs if a is not None}
-    return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    return run(op, inputs, attrs, opset, domain=domain, oracle="ort")
 
 
 # ---------------------------------------------------------------- CumProd

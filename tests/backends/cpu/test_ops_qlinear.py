@@ -10,40 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import onnx
 import pytest
-from onnx import helper, numpy_helper
 
-import tensorkiln
+from tests.backends.cpu import util
+from tests.backends.cpu.util import Inputs
 
 ort = pytest.importorskip("onnxruntime")
 
-Inputs = list[tuple[str, np.ndarray | None]]
-
-
-def single_node(op: str, inputs: Inputs, attrs: dict[str, Any] | None = None, opset: int = 21,
-                consts: tuple[str, ...] = ()) -> onnx.ModelProto:
-    node = helper.make_node(op, [n if a is not None else "" for n, a in inputs], ["y"], **(attrs or {}))
-    g_in = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-            for n, a in inputs if a is not None and n not in consts]
-    inits = [numpy_helper.from_array(a, n) for n, a in inputs if a is not None and n in consts]
-    graph = helper.make_graph([node], op.lower(), g_in, [helper.make_empty_tensor_value_info("y")],
-                              initializer=inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-
-
 def run_both(op: str, inputs: Inputs, attrs: dict[str, Any] | None = None, opset: int = 21,
-             consts: tuple[str, ...] = (), oracle: str = "onnx") -> tuple[np.ndarray, np.ndarray]:
-    model = single_node(op, inputs, attrs, opset, consts)
-    feeds = {n: a for n, a in inputs if a is not None and n not in consts}
-    got = tensorkiln.build(model, optimize=False).run(feeds)["y"]
-    if oracle == "ort":
-        ref = ort.InferenceSession(model.SerializeToString(),
-                                   providers=["CPUExecutionProvider"]).run(None, feeds)[0]
-    else:
-        from onnx.reference import ReferenceEvaluator
-
-        ref = ReferenceEvaluator(model).run(None, feeds)[0]
+             consts: tuple[str, ...] = (), oracle: util.Oracle = "ref") -> tuple[np.ndarray, np.ndarray]:
+    got = util.node_outputs(op, inputs, attrs, opset=opset, consts=consts)[0]
+    ref = util.node_outputs(op, inputs, attrs, opset=opset, consts=consts, oracle=oracle)[0]
     assert got.dtype == ref.dtype and got.shape == ref.shape
     return got, ref
 

@@ -5,38 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 
-import tensorkiln
-
-Inputs = list[tuple[str, np.ndarray | None]]
-
-
-def single_node(op: str, inputs: Inputs, attrs: dict[str, Any] | None = None, opset: int = 17,
-                consts: tuple[str, ...] = ()) -> onnx.ModelProto:
-    node = helper.make_node(op, [n if a is not None else "" for n, a in inputs], ["y"], **(attrs or {}))
-    g_in = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-            for n, a in inputs if a is not None and n not in consts]
-    inits = [numpy_helper.from_array(a, n) for n, a in inputs if a is not None and n in consts]
-    graph = helper.make_graph([node], op.lower(), g_in, [helper.make_empty_tensor_value_info("y")],
-                              initializer=inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+from tests.backends.cpu import util
+from tests.backends.cpu.util import Inputs
 
 
 def run(op: str, inputs: Inputs, attrs: dict[str, Any] | None = None, opset: int = 17,
         consts: tuple[str, ...] = ()) -> np.ndarray:
-    m = single_node(op, inputs, attrs, opset, consts)
-    feeds = {n: a for n, a in inputs if a is not None and n not in consts}
-    return tensorkiln.build(m, optimize=False).run(feeds)["y"]
+    return util.node_outputs(op, inputs, attrs, opset=opset, consts=consts)[0]
 
 
 def ort_run(op: str, inputs: Inputs, attrs: dict[str, Any] | None = None, opset: int = 17) -> np.ndarray:
-    ort = pytest.importorskip("onnxruntime")
-    m = single_node(op, inputs, attrs, opset)
-    feeds = {n: a for n, a in inputs if a is not None}
-    return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    return util.node_outputs(op, inputs, attrs, opset=opset, oracle="ort")[0]
 
 
 # ---------------------------------------------------------------- windows
