@@ -8,6 +8,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import tensorkiln
+from tests.backends.cpu import util
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -19,22 +20,8 @@ def run_both(node: onnx.NodeProto, feeds: dict[str, np.ndarray], outs: list[str]
              inits: dict[str, np.ndarray] | None = None, rtol: float = 1e-4,
              atol: float = 1e-5) -> dict[str, np.ndarray]:
     """Build a one-node model, run it on onnxruntime and tensorkiln, compare all outputs."""
-    inputs = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
-              for k, v in feeds.items()]
-    init = [onnx.numpy_helper.from_array(v, k) for k, v in (inits or {}).items()]
-    outputs = [onnx.ValueInfoProto(name=o) for o in outs]
-    g = helper.make_graph([node], "g", inputs, outputs, init)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
-    m.ir_version = 8
-    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-    ref = sess.run(outs, feeds)
-    got = tensorkiln.build(m).run(feeds)
-    for name, r in zip(outs, ref):
-        assert got[name].dtype == r.dtype, name
-        assert got[name].shape == r.shape, (name, got[name].shape, r.shape)
-        np.testing.assert_allclose(got[name].astype(np.float64), r.astype(np.float64), rtol=rtol,
-                                   atol=atol, err_msg=name)
-    return got
+    m = util.graph_model(node, feeds, outs, inits, opset=17, domains={MS: 1}, ir_version=8)
+    return util.compare_model(m, feeds, optimize=True, rtol=rtol, atol=atol, upcast=True)
 
 
 rng = np.random.default_rng(0)

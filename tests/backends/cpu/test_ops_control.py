@@ -8,6 +8,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import tensorkiln
+from tests.backends.cpu import util
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -28,14 +29,7 @@ def _model(nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto],
 
 
 def _check(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    ref = sess.run(None, feeds)
-    got = tensorkiln.build(model).run(feeds)
-    for o, r in zip(model.graph.output, ref):
-        assert got[o.name].shape == r.shape, o.name
-        assert got[o.name].dtype == r.dtype, o.name
-        np.testing.assert_allclose(got[o.name], r, rtol=1e-5, atol=1e-6, err_msg=o.name)
-    return got
+    return util.compare_model(model, feeds, optimize=True, rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- If

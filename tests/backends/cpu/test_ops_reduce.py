@@ -9,26 +9,18 @@ import pytest
 from onnx import helper, numpy_helper
 
 import tensorkiln
+from tests.backends.cpu import util
+from tests.backends.cpu.util import Const
 
 
 def run_node(op: str, x: np.ndarray, axes_in: Any = None, *, opset: int = 18,
              axes_const: bool = True, **attrs: Any) -> np.ndarray:
     """One-node model; ``axes_in`` (when not None) is the second input, constant or fed."""
-    names = ["x"]
-    vis = [helper.make_tensor_value_info("x", helper.np_dtype_to_tensor_dtype(x.dtype), x.shape)]
-    inits, feeds = [], {"x": x}
+    args: list[Any] = [x]
     if axes_in is not None:
-        a = np.asarray(axes_in, dtype=np.int64)
-        names.append("axes")
-        if axes_const:
-            inits.append(numpy_helper.from_array(a, "axes"))
-        else:
-            vis.append(helper.make_tensor_value_info("axes", helper.np_dtype_to_tensor_dtype(a.dtype), a.shape))
-            feeds["axes"] = a
-    node = helper.make_node(op, names, ["y"], **attrs)
-    g = helper.make_graph([node], "g", vis, [helper.make_empty_tensor_value_info("y")], initializer=inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    return tensorkiln.build(m).run(feeds)["y"]
+        axes = np.asarray(axes_in, dtype=np.int64)
+        args.append(Const(axes) if axes_const else axes)
+    return util.run_node(op, args, opset, **attrs)
 
 
 X = np.random.default_rng(0).uniform(0.5, 2.0, (2, 3, 4)).astype(np.float32)
