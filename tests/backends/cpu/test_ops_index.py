@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.backends.cpu import util
-from tests.backends.cpu.util import Const
+from tests.backends.cpu.util import Const, same
 
 
 def run_node(op: str, args: list[Any], opset: int = 18, n_out: int = 1, **attrs: Any) -> Any:
@@ -21,13 +21,6 @@ def run_node(op: str, args: list[Any], opset: int = 18, n_out: int = 1, **attrs:
 
 def reference(op: str, args: list[Any], opset: int = 18, n_out: int = 1, **attrs: Any) -> list[np.ndarray]:
     return util.oracle_node(op, args, opset, n_out, **attrs)
-
-
-def same(got: np.ndarray, want: Any) -> None:
-    want = np.asarray(want)
-    assert got.dtype == want.dtype, (got.dtype, want.dtype)
-    assert got.shape == want.shape, (got.shape, want.shape)
-    np.testing.assert_array_equal(got, want)
 
 
 I64 = np.int64

@@ -179,3 +179,11 @@ def oracle_node(op: str, args: Sequence[Any], opset: int = 17, n_out: int = 1, *
 def rand(*shape: int, seed: int = 0, dtype: Any = np.float32) -> np.ndarray:
     """Standard normal values of ``shape`` from generator ``seed``."""
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def same(got: np.ndarray, want: Any) -> None:
+    """``got`` equals ``want`` exactly, with the same dtype and shape."""
+    want = np.asarray(want)
+    assert got.dtype == want.dtype, (got.dtype, want.dtype)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    np.testing.assert_array_equal(got, want)
