@@ -118,14 +118,15 @@ class ServedModel:
         return out
 
     def warmup_batch_sizes(self) -> list[int | None]:
-        """1, the largest batch, the preferred sizes, then every size up to 8 and the powers of two: the
-        sizes the batcher forms, likeliest first (the engine keeps exact weight packings for the first few)."""
+        """1, the largest batch, the preferred sizes, the powers of two below the largest (largest first),
+        then every other size up to 8: likeliest first, as the engine keeps exact per-batch-size weight
+        packings only for the first few sizes it sees (later sizes reuse one, which is slower)."""
         mbs = self.max_batch_size
         if mbs == 0:
             return [None]
         sizes: list[int | None] = []
-        pow2 = [1 << k for k in range(mbs.bit_length()) if (1 << k) <= mbs]
-        for b in [1, mbs, *self.policy.preferred, *range(2, min(mbs, 8) + 1), *pow2]:
+        pow2 = [1 << k for k in range(mbs.bit_length() - 1, 0, -1) if (1 << k) < mbs]
+        for b in [1, mbs, *self.policy.preferred, *pow2, *range(2, min(mbs, 8) + 1)]:
             if b not in sizes:
                 sizes.append(b)
         return sizes

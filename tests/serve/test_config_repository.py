@@ -138,6 +138,6 @@ def test_warmup_batch_sizes(tmp_path):
     cfg = cfgmod.parse_pbtxt("max_batch_size: 32 dynamic_batching { preferred_batch_size: [ 12 ] }", "c")
     cfg = cfgmod.complete(cfg, "m", eng.inputs, eng.outputs, max_batch_given=True, default_max_batch_size=4)
     m = ServedModel("m", "1", cfg, eng, Metrics(lambda: []), 1 << 20)
-    assert m.warmup_batch_sizes() == [1, 32, 12, 2, 3, 4, 5, 6, 7, 8, 16]
+    assert m.warmup_batch_sizes() == [1, 32, 12, 16, 8, 4, 2, 3, 5, 6, 7]
     m.warmup()
     m.close()
