@@ -54,12 +54,16 @@ class OutputReport:
 
 
 def error_stats(got: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    """Abs-error statistics, relative RMS error and cosine similarity (float64)."""
+    """Abs-error statistics, relative errors and cosine similarity (float64).
+
+    ``rel_rms`` is RMS error / RMS of the reference; ``rel_err`` is RMS error / standard
+    deviation of the reference, which a zero point or an offset does not dilute (a uint8
+    tensor and its dequantized float get the same figure)."""
     a = np.asarray(got, np.float64).ravel()
     b = np.asarray(ref, np.float64).ravel()
     if a.size == 0:
         return {"max_abs": 0.0, "mean_abs": 0.0, "median_abs": 0.0, "q90_abs": 0.0, "q99_abs": 0.0,
-                "q999_abs": 0.0, "rel_rms": 0.0, "cosine": 1.0, "max_ref": 0.0}
+                "q999_abs": 0.0, "rel_rms": 0.0, "rel_err": 0.0, "cosine": 1.0, "max_ref": 0.0}
     both_nan = np.isnan(a) & np.isnan(b)
     err = np.abs(a - b)
     err[both_nan] = 0.0
@@ -67,6 +71,7 @@ def error_stats(got: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     fin = np.isfinite(a) & np.isfinite(b)
     q = np.quantile(err, [0.5, 0.9, 0.99, 0.999]) if np.isfinite(err).all() else [float("inf")] * 4
     rms_ref = float(np.sqrt(np.mean(np.square(b[fin])))) if fin.any() else 0.0
+    spread = float(np.std(b[fin])) if fin.any() else 0.0
     rms_err = float(np.sqrt(np.mean(np.square(err)))) if np.isfinite(err).all() else float("inf")
     na, nb = float(np.linalg.norm(a[fin])), float(np.linalg.norm(b[fin]))
     if na == 0 and nb == 0:
@@ -77,8 +82,12 @@ def error_stats(got: np.ndarray, ref: np.ndarray) -> dict[str, float]:
         cos = float(np.dot(a[fin], b[fin]) / (na * nb))
     return {"max_abs": float(err.max()), "mean_abs": float(err.mean()), "median_abs": float(q[0]),
             "q90_abs": float(q[1]), "q99_abs": float(q[2]), "q999_abs": float(q[3]),
-            "rel_rms": rms_err / rms_ref if rms_ref > 0 else (0.0 if rms_err == 0 else float("inf")),
+            "rel_rms": _ratio(rms_err, rms_ref), "rel_err": _ratio(rms_err, spread if spread > 0 else rms_ref),
             "cosine": cos, "max_ref": float(np.max(np.abs(b[fin]))) if fin.any() else 0.0}
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den > 0 else (0.0 if num == 0 else float("inf"))
 
 
 def min_rtol(got: np.ndarray, ref: np.ndarray, atol: float) -> float:

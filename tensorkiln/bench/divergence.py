@@ -1,15 +1,27 @@
 """First-divergence debugging: tap the engine at its (fused) step boundaries, find the first bad step.
 
 The engine under test keeps its fusions. Its program runs step by step (as
-``profile_program`` does); after each step, every output value whose name is a tensor of the
-reference model (a fused step keeps the last absorbed node's output value, so its name is an
-ONNX name) is compared with the reference's tensor of that name, then dropped — no tap is
-kept. The reference's intermediate tensors come from the reference model with those names
-added as graph outputs, fetched in chunks that fit a memory budget, in step order.
+``profile_program`` does); after each step, its output is compared with the reference's
+tensor for the same ONNX value, then dropped — no tap is kept. The reference's intermediate
+tensors come from the reference model with those names added as graph outputs, fetched in
+chunks that fit a memory budget, in step order.
 
-A step *diverges* when its relative RMS error exceeds ``threshold`` and is more than ``jump``
+Which ONNX value a step's output stands for is read from the step's origin (the ONNX nodes
+it covers), not trusted from the value's name alone: the value must be an *exit* of that
+group of nodes — produced inside it and read outside it (or a graph output). A fused
+conv+bn+relu step maps to the relu's output; a conv with a folded BatchNorm keeps the conv's
+value (and name) but computes the BatchNorm's output, so it maps to the BatchNorm's output.
+Steps without origin (a split after merged parallel convolutions) or with several candidate
+exits are not tapped; their error is carried from their inputs.
+
+A tap's error is its RMS error over the reference's standard deviation (offset-free, so a
+uint8 tensor with a zero point and its dequantized float compare alike). A step *diverges*
+when its error exceeds ``threshold`` and is more than ``jump``
 times the error already present in its inputs (errors of untapped values are carried from
-their inputs). The first such step is reported with the ONNX nodes it stands for.
+their inputs). For integer (quantized) tensors an int8 kernel and a float reference may round
+differently by one step, so only the error beyond one unit counts towards that decision (the
+full error is still what later steps inherit). The first such step is reported with the ONNX
+nodes it stands for.
 """
 
 from __future__ import annotations
@@ -40,7 +52,13 @@ class Tap:
 
     @property
     def error(self) -> float:
-        return self.stats.get("rel_rms", 0.0)
+        """RMS error / reference standard deviation (what later steps inherit as input error)."""
+        return self.stats.get("rel_err", 0.0)
+
+    @property
+    def score(self) -> float:
+        """The error judged against the threshold: beyond one unit for integer tensors."""
+        return self.stats.get("rel_err_beyond_1", self.error)
 
     def to_json(self) -> dict[str, Any]:
         return {"step": self.step, "op": self.op, "value": self.value, "origin": self.origin,
@@ -84,8 +102,47 @@ def iter_steps(program: Program, inputs: Sequence[torch.Tensor]) -> Iterator[tup
             env[f] = None
 
 
-def _value_names(model: onnx.ModelProto) -> set[str]:
-    return {o for n in model.graph.node for o in n.output if o}
+def _beyond_one_unit(got: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    err = np.abs(got.astype(np.int64) - ref.astype(np.int64))
+    spread = float(np.std(ref.astype(np.float64))) if ref.size else 0.0
+    excess = np.maximum(err - 1, 0).astype(np.float64)
+    rms_ex = float(np.sqrt(np.mean(np.square(excess)))) if excess.size else 0.0
+    return {"rel_err_beyond_1": rms_ex / spread if spread > 0 else (0.0 if rms_ex == 0 else float("inf")),
+            "share_off_by_more_than_1": float(np.mean(err > 1)) if err.size else 0.0,
+            "share_off_by_1": float(np.mean(err == 1)) if err.size else 0.0}
+
+
+def tap_plan(program: Program, model: onnx.ModelProto) -> list[tuple[int, int, str]]:
+    """(step index, output index, ONNX value name) for every step output that can be tapped."""
+    node_outs: dict[str, list[str]] = {}
+    readers: dict[str, set[str]] = {}
+    for i, n in enumerate(model.graph.node):
+        name = n.name or f"{n.op_type}_{i}"  # as the ONNX importer names unnamed nodes
+        node_outs[name] = [o for o in n.output if o]
+        for x in n.input:
+            if x:
+                readers.setdefault(x, set()).add(name)
+    graph_outs = {o.name for o in model.graph.output}
+    plan: list[tuple[int, int, str]] = []
+    seen: set[str] = set()
+    for i, st in enumerate(program.steps):
+        group = set(st.node.origin)
+        if not group or not group <= set(node_outs):
+            continue
+        exits = [o for n in st.node.origin for o in node_outs[n]
+                 if o in graph_outs or readers.get(o, set()) - group]
+        exits = list(dict.fromkeys(exits))
+        for k, v in enumerate(st.node.outputs):
+            if v.name in exits:
+                target = v.name
+            elif len(st.node.outputs) == 1 and len(exits) == 1:
+                target = exits[0]  # e.g. conv with a folded BatchNorm: the conv's value is the BN's output
+            else:
+                continue
+            if target not in seen:
+                seen.add(target)
+                plan.append((i, k, target))
+    return plan
 
 
 def _tensor_bytes(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str, int]:
@@ -141,13 +198,15 @@ class _ChunkedReference:
 
 
 def find_divergence(engine: Engine, reference: Reference, feeds: Mapping[str, np.ndarray], *,
-                    threshold: float = 1e-3, jump: float = 10.0, chunk_bytes: int = 256 << 20,
+                    threshold: float = 1e-3, jump: float = 5.0, chunk_bytes: int = 256 << 20,
                     on_tap: Callable[[Tap], None] | None = None, stop_at_first: bool = False) -> Divergence:
     program: Program = engine._program
-    ref_names = _value_names(reference.model)
-    plan = [(i, v.name) for i, st in enumerate(program.steps) for v in st.node.outputs if v.name in ref_names]
-    untapped = sum(1 for st in program.steps if not any(v.name in ref_names for v in st.node.outputs))
-    chunks = _ChunkedReference(reference, feeds, list(dict.fromkeys(n for _, n in plan)), chunk_bytes)
+    plan = tap_plan(program, reference.model)
+    by_step: dict[int, dict[int, str]] = {}
+    for i, k, name in plan:
+        by_step.setdefault(i, {})[k] = name
+    untapped = len(program.steps) - len(by_step)
+    chunks = _ChunkedReference(reference, feeds, [n for _, _, n in plan], chunk_bytes)
     err_of: dict[int, float] = {}  # id(Value) → error carried by that value
     taps: list[Tap] = []
     first: Tap | None = None
@@ -155,28 +214,34 @@ def find_divergence(engine: Engine, reference: Reference, feeds: Mapping[str, np
     for i, step, outs in iter_steps(program, engine._prepare(feeds)):
         node = step.node
         in_err = max((err_of.get(id(v), 0.0) for v in node.inputs if v is not None), default=0.0)
-        for v, t in zip(node.outputs, outs):
-            if v.name not in ref_names or not isinstance(t, torch.Tensor):
+        targets = by_step.get(i, {})
+        for k, (v, t) in enumerate(zip(node.outputs, outs)):
+            name = targets.get(k)
+            if name is None or not isinstance(t, torch.Tensor):
                 err_of[id(v)] = in_err
                 continue
-            tap = Tap(i, node.qualified_op, v.name, list(node.origin) or [node.name], input_error=in_err)
-            ref = chunks.take(v.name)
+            tap = Tap(i, node.qualified_op, name, list(node.origin), input_error=in_err)
+            ref = np.asarray(chunks.take(name))
             got = t.detach().cpu()
+            if got.is_quantized:
+                got = got.int_repr() if ref.dtype.kind in "iu" else got.dequantize()
             if got.dtype == torch.bfloat16:
                 got = got.float()
             got_np = got.contiguous().numpy()
-            if got_np.shape != np.shape(ref):
-                tap.problem = f"shape {list(got_np.shape)} vs reference {list(np.shape(ref))}"
+            if got_np.shape != ref.shape:
+                tap.problem = f"shape {list(got_np.shape)} vs reference {list(ref.shape)}"
                 err_of[id(v)] = in_err
-            elif got_np.dtype.kind not in "fciub":
+            elif got_np.dtype.kind not in "fciub" or ref.dtype.kind not in "fciub":
                 err_of[id(v)] = in_err
                 tap.problem = "non-numeric"
             else:
-                tap.stats = error_stats(got_np, np.asarray(ref))
+                tap.stats = error_stats(got_np, ref)
+                if got_np.dtype.kind in "iu" and ref.dtype.kind in "iu":
+                    tap.stats.update(_beyond_one_unit(got_np, ref))
                 err_of[id(v)] = tap.error
-                tap.diverged = tap.error > threshold and tap.error > jump * in_err
+                tap.diverged = tap.score > threshold and tap.score > jump * in_err
             del ref, got, got_np  # compare, then drop
-            if tap.error > threshold and first_over is None:
+            if tap.score > threshold and first_over is None:
                 first_over = tap
             if tap.diverged and first is None:
                 first = tap

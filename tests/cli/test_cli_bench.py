@@ -92,7 +92,12 @@ def test_compare_passes_and_lists_tolerances(qdq_paths: tuple[Path, Path], tmp_p
                                              capsys: pytest.CaptureFixture[str]) -> None:
     clean, _ = qdq_paths
     out = tmp_path / "c.json"
-    assert main(["compare", str(clean), "--reference", "onnx-reference", "--batch", "2", "--json", str(out)]) == 0
+    from tensorkiln.passes.pipeline import PIPELINE
+
+    # Q/DQ kept as float ops, so the engine matches the float reference to fp32 tolerances
+    float_qdq = ["--disable-pass", "fuse-qdq"] if any(n == "fuse-qdq" for n, _ in PIPELINE) else []
+    assert main(["compare", str(clean), "--reference", "onnx-reference", "--batch", "2", "--json", str(out),
+                 *float_qdq]) == 0
     text = capsys.readouterr().out
     assert "PASSED" in text and "would pass with" in text and "top1_match" in text
     rep = json.loads(out.read_text())["outputs"][0]
@@ -103,13 +108,15 @@ def test_compare_find_divergence_names_the_corrupted_layer(qdq_paths: tuple[Path
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     clean, bad = qdq_paths
     out = tmp_path / "d.json"
+    # threshold 0.05: where Q/DQ pairs become int8 kernels, those round a few units off a float reference
     rc = main(["compare", str(bad), "--reference-model", str(clean), "--reference", "ort", "--batch", "2",
-               "--find-divergence", "--json", str(out)])
+               "--find-divergence", "--threshold", "0.05", "--json", str(out)])
     assert rc == 1  # the corrupted model's logits are outside tolerance
     text = capsys.readouterr().out
     assert "FAILED" in text and "first divergence" in text and "conv2, conv2_relu" in text
+    assert "conv1" not in text.split("first divergence")[1]
     first = json.loads(out.read_text())["divergence"]["first_divergence"]
-    assert first["origin"] == ["conv2", "conv2_relu"] and first["stats"]["rel_rms"] > 0.1
+    assert first["origin"][:2] == ["conv2", "conv2_relu"] and first["stats"]["rel_err"] > 0.1
 
 
 def test_compare_precision_flag_is_clear(qdq_paths: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
