@@ -217,8 +217,11 @@ class Reference:
 
 
 def build_under_test(model: str | os.PathLike[str] | onnx.ModelProto, precision: str | None = None,
-                     **options: Any) -> Any:
-    """The engine under test; ``precision`` only where this build of tensorkiln has that option."""
+                     calibration_data: Sequence[Mapping[str, np.ndarray]] | None = None, **options: Any) -> Any:
+    """The engine under test; ``precision`` only where this build of tensorkiln has that option.
+
+    ``calibration_data`` (feeds the builder observes to choose int8 ranges) is passed on for
+    reduced precisions only."""
     from tensorkiln.engine import BuildConfig, build
 
     if precision and precision != "fp32":
@@ -226,6 +229,8 @@ def build_under_test(model: str | os.PathLike[str] | onnx.ModelProto, precision:
             raise OptionError(f"--precision {precision}: this tensorkiln cannot build reduced-precision engines "
                               f"yet (BuildConfig has no 'precision' option); compare the fp32 engine instead")
         options["precision"] = precision
+        if calibration_data is not None:
+            return build(model, calibration_data=list(calibration_data), **options)
     return build(model, **options)
 
 

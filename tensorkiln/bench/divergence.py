@@ -102,6 +102,26 @@ def iter_steps(program: Program, inputs: Sequence[torch.Tensor]) -> Iterator[tup
             env[f] = None
 
 
+def _comparable(t: torch.Tensor, node: Any, ref_dtype: np.dtype) -> np.ndarray:
+    """The engine's tensor as numbers comparable with the reference's.
+
+    tensorkiln's int8 steps hand plain uint8 codes to the next int8 step, with the scale and zero
+    point in the step's attributes (``y_*``; ``x_*`` for ops that pass them through, like
+    QMaxPool); where the reference holds floats, the codes are dequantized with them."""
+    got = t.detach().cpu()
+    if got.is_quantized:
+        got = got.int_repr() if ref_dtype.kind in "iu" else got.dequantize()
+    elif not got.is_floating_point() and got.dtype != torch.bool and ref_dtype.kind == "f":
+        for p in ("y", "x"):
+            if f"{p}_scale" in node.attrs and f"{p}_zero_point" in node.attrs:
+                zp = int(node.attrs[f"{p}_zero_point"])
+                got = (got.to(torch.float32) - zp) * float(node.attrs[f"{p}_scale"])
+                break
+    if got.dtype == torch.bfloat16 or got.dtype == torch.float16:
+        got = got.float()
+    return got.contiguous().numpy()
+
+
 def _beyond_one_unit(got: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     err = np.abs(got.astype(np.int64) - ref.astype(np.int64))
     spread = float(np.std(ref.astype(np.float64))) if ref.size else 0.0
@@ -222,12 +242,7 @@ def find_divergence(engine: Engine, reference: Reference, feeds: Mapping[str, np
                 continue
             tap = Tap(i, node.qualified_op, name, list(node.origin), input_error=in_err)
             ref = np.asarray(chunks.take(name))
-            got = t.detach().cpu()
-            if got.is_quantized:
-                got = got.int_repr() if ref.dtype.kind in "iu" else got.dequantize()
-            if got.dtype == torch.bfloat16:
-                got = got.float()
-            got_np = got.contiguous().numpy()
+            got_np = _comparable(t, node, ref.dtype)
             if got_np.shape != ref.shape:
                 tap.problem = f"shape {list(got_np.shape)} vs reference {list(ref.shape)}"
                 err_of[id(v)] = in_err
@@ -240,7 +255,7 @@ def find_divergence(engine: Engine, reference: Reference, feeds: Mapping[str, np
                     tap.stats.update(_beyond_one_unit(got_np, ref))
                 err_of[id(v)] = tap.error
                 tap.diverged = tap.score > threshold and tap.score > jump * in_err
-            del ref, got, got_np  # compare, then drop
+            del ref, got_np  # compare, then drop
             if tap.score > threshold and first_over is None:
                 first_over = tap
             if tap.diverged and first is None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from tensorkiln import zoo
 from tensorkiln.engine import Engine, TensorSpec, build
@@ -103,20 +104,37 @@ def static_batch(inputs: list[TensorSpec]) -> int:
     return 1
 
 
-def make_feeds(engine: Engine, ref: ModelRef | None, batch: int, *, seed: int = 0,
+def make_feeds(engine: Engine | list[TensorSpec], ref: ModelRef | None, batch: int, *, seed: int = 0,
                shapes: Mapping[str, tuple[int, ...]] | None = None,
                real: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """Inputs for ``engine`` at ``batch``: real ones resized, zoo samples, or random ones."""
-    bdim = batch_dim(engine.inputs)
-    if bdim is None and batch != static_batch(engine.inputs):
+    """Inputs for ``engine`` (or its input specs) at ``batch``: real ones resized, zoo samples, or random."""
+    specs = engine if isinstance(engine, list) else engine.inputs
+    bdim = batch_dim(specs)
+    if bdim is None and batch != static_batch(specs):
         raise OptionError(f"the model has no symbolic (batch) dimension; it only runs at batch "
-                          f"{static_batch(engine.inputs)}, not {batch}")
+                          f"{static_batch(specs)}, not {batch}")
     if real is not None:
         return {s.name: _resize_batch(s, np.asarray(real[s.name]), bdim, batch) if s.name in real
-                else _missing(s.name, real) for s in engine.inputs}
+                else _missing(s.name, real) for s in specs}
     if ref is not None and ref.zoo_name and not shapes:
         return zoo.sample_inputs(ref.zoo_name, batch=batch, seed=seed, **ref.zoo_dims)
-    return random_feeds(engine.inputs, batch, bdim, seed=seed, shapes=shapes or {})
+    return random_feeds(specs, batch, bdim, seed=seed, shapes=shapes or {})
+
+
+def onnx_input_specs(model: onnx.ModelProto) -> list[TensorSpec]:
+    """The graph inputs of an ONNX model (initializers excluded), symbolic dims as names."""
+    inits = {t.name for t in model.graph.initializer}
+    out = []
+    for v in model.graph.input:
+        if v.name in inits or not v.type.HasField("tensor_type"):
+            continue
+        t = v.type.tensor_type
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name if t.elem_type else None
+        shape: tuple[int | str | None, ...] | None = None
+        if t.HasField("shape"):
+            shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim)
+        out.append(TensorSpec(v.name, dtype, shape))
+    return out
 
 
 def _missing(name: str, real: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -7,22 +7,27 @@ import json
 import math
 
 import numpy as np
+import onnx
 from rich.console import Console
 from rich.table import Table
 
 from tensorkiln.bench.accuracy import REFERENCES, Reference, Tolerance, build_under_test, compare_outputs
 from tensorkiln.bench.divergence import Tap, find_divergence
-from tensorkiln.bench.inputs import describe, make_feeds, resolve_model
+from tensorkiln.bench.inputs import describe, make_feeds, onnx_input_specs, resolve_model
 from tensorkiln.bench.stats import load_average
 from tensorkiln.cli.cmd_bench import wide_console
 from tensorkiln.cli.common import load_npz, parse_shapes
-from tensorkiln.errors import OptionError
+from tensorkiln.errors import ModelError, OptionError
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="the .onnx model to build and test (or a zoo model name)")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None,
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8", "best"], default=None,
                    help="build the engine under test at this precision (needs a build that supports it)")
+    p.add_argument("--calibration-batches", type=int, default=8,
+                   help="with --precision int8: calibrate on this many generated batches (other seeds than the "
+                        "compared inputs)")
+    p.add_argument("--calibration-inputs", help="with --precision int8: calibrate on this .npz instead")
     p.add_argument("--reference", choices=REFERENCES, default="ort",
                    help="fp32: the model built with optimize=False; ort: onnxruntime; onnx-reference: "
                         "onnx.reference.ReferenceEvaluator (default ort)")
@@ -53,7 +58,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def _tolerances(args: argparse.Namespace) -> tuple[Tolerance, dict[str, Tolerance]]:
-    low = args.precision in ("fp16", "int8")
+    low = args.precision in ("fp16", "bf16", "int8", "best")
     default = Tolerance(args.rtol if args.rtol is not None else (0.1 if low else 1e-4),
                         args.atol if args.atol is not None else (0.1 if low else 1e-5))
     per: dict[str, Tolerance] = {}
@@ -86,13 +91,24 @@ def run(args: argparse.Namespace) -> int:
         opts["passes_disabled"] = list(args.disable_pass)
     if args.threads:
         opts["threads"] = args.threads
-    with con.status("building the engine under test …"):
-        engine = build_under_test(str(ref_model.path), args.precision, **opts)
-    reference = Reference(args.reference, args.reference_model or str(ref_model.path), args.threads)
+    try:
+        specs = onnx_input_specs(onnx.load(str(ref_model.path), load_external_data=False))
+    except Exception as e:
+        raise ModelError(f"{args.model!r}: cannot read the ONNX model: {str(e).splitlines()[0][:200]}") from None
     if args.reference_model:
-        ref_model.zoo_name = None  # sample inputs follow the engine's inputs, not a zoo entry
-    feeds = (make_feeds(engine, None, args.batch, real=load_npz(args.inputs)) if args.inputs
-             else make_feeds(engine, ref_model, args.batch, seed=args.seed, shapes=parse_shapes(args.shapes)))
+        ref_model.zoo_name = None  # inputs follow the model's specs, not a zoo entry
+    shapes = parse_shapes(args.shapes)
+    feeds = (make_feeds(specs, None, args.batch, real=load_npz(args.inputs)) if args.inputs
+             else make_feeds(specs, ref_model, args.batch, seed=args.seed, shapes=shapes))
+    calib = None
+    if args.precision in ("int8", "best"):
+        calib = ([make_feeds(specs, None, args.batch, real=load_npz(args.calibration_inputs))]
+                 if args.calibration_inputs else
+                 [make_feeds(specs, ref_model, args.batch, seed=args.seed + 1 + k, shapes=shapes)
+                  for k in range(max(1, args.calibration_batches))])
+    with con.status("building the engine under test …"):
+        engine = build_under_test(str(ref_model.path), args.precision, calib, **opts)
+    reference = Reference(args.reference, args.reference_model or str(ref_model.path), args.threads)
     con.print(f"engine under test: {describe(ref_model)} ({args.precision or 'fp32'}, {engine.num_steps} steps); "
               f"reference: {reference.label} on {args.reference_model or describe(ref_model)}; "
               f"inputs: {', '.join(f'{k} {list(np.shape(v))}' for k, v in feeds.items())}")

@@ -13,7 +13,8 @@ from onnx import TensorProto, helper, numpy_helper
 LAYERS = ("conv1", "conv2", "conv3")
 
 
-def qdq_net(seed: int = 0, corrupt: str | None = None, factor: float = 1.6) -> onnx.ModelProto:
+def qdq_net(seed: int = 0, corrupt: str | None = None, factor: float = 1.6, quantized: bool = True) -> onnx.ModelProto:
+    """``quantized=False``: the same network in float (weights = the dequantized int8 ones, no Q/DQ)."""
     rng = np.random.default_rng(seed)
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
@@ -23,6 +24,8 @@ def qdq_net(seed: int = 0, corrupt: str | None = None, factor: float = 1.6) -> o
         return name
 
     def qdq_act(x: str, tag: str, scale: float) -> str:
+        if not quantized:
+            return x
         s = const(f"{tag}_scale", np.array(scale, np.float32))
         z = const(f"{tag}_zp", np.array(128, np.uint8))
         nodes.append(helper.make_node("QuantizeLinear", [x, s, z], [f"{tag}_q"], name=f"{tag}_quant"))
@@ -36,11 +39,14 @@ def qdq_net(seed: int = 0, corrupt: str | None = None, factor: float = 1.6) -> o
         ws = (np.abs(w).reshape(cout, -1).max(axis=1) / 127).astype(np.float32)
         wq = np.clip(np.round(w / ws[:, None, None, None]), -127, 127).astype(np.int8)
         scale = ws * (factor if name == corrupt else 1.0)
-        const(f"{name}_wq", wq)
-        const(f"{name}_wscale", scale.astype(np.float32))
-        const(f"{name}_wzp", np.zeros(cout, np.int8))
-        nodes.append(helper.make_node("DequantizeLinear", [f"{name}_wq", f"{name}_wscale", f"{name}_wzp"],
-                                      [f"{name}_w"], name=f"{name}_wdequant", axis=0))
+        if quantized:
+            const(f"{name}_wq", wq)
+            const(f"{name}_wscale", scale.astype(np.float32))
+            const(f"{name}_wzp", np.zeros(cout, np.int8))
+            nodes.append(helper.make_node("DequantizeLinear", [f"{name}_wq", f"{name}_wscale", f"{name}_wzp"],
+                                          [f"{name}_w"], name=f"{name}_wdequant", axis=0))
+        else:
+            const(f"{name}_w", (wq.astype(np.float32) * scale[:, None, None, None]).astype(np.float32))
         const(f"{name}_b", (rng.standard_normal(cout) * 0.1).astype(np.float32))
         nodes.append(helper.make_node("Conv", [x, f"{name}_w", f"{name}_b"], [f"{name}_out"], name=name,
                                       pads=[1, 1, 1, 1]))
@@ -62,3 +68,4 @@ def qdq_net(seed: int = 0, corrupt: str | None = None, factor: float = 1.6) -> o
     model.ir_version = 9
     onnx.checker.check_model(model)
     return model
+

@@ -136,3 +136,22 @@ def test_bench_engine_file_finds_its_onnx_for_peers(model_path: Path, tmp_path: 
                  "--compare", "ort", "--compare-seconds", "0.05"]) == 0
     text = capsys.readouterr().out
     assert "(engine)" in text and "onnxruntime" in text and "skipped" not in text
+
+
+def test_compare_int8_build_dequantizes_its_taps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tensorkiln import BuildConfig
+
+    if "precision" not in BuildConfig.__dataclass_fields__:
+        pytest.skip("this build has no precision option")
+    p = tmp_path / "float.onnx"
+    onnx.save(qdq_net(quantized=False), str(p))
+    out = tmp_path / "i.json"
+    assert main(["compare", str(p), "--precision", "int8", "--reference", "fp32", "--batch", "4",
+                 "--calibration-batches", "4", "--find-divergence", "--all-taps", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["precision"] == "int8" and data["outputs"][0]["passed"]  # within the int8 default 0.1 tolerances
+    taps = data["divergence"]["taps"]
+    int8_steps = [t for t in taps if t["op"].startswith("tensorkiln::Q")]
+    assert int8_steps, "the int8 build has int8 steps"
+    # uint8 codes handed between int8 steps are dequantized before comparing with fp32 tensors
+    assert all(t["stats"]["cosine"] > 0.99 and t["stats"]["rel_err"] < 0.2 for t in taps)
