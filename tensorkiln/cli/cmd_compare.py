@@ -41,8 +41,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shapes", action="append", metavar="NAME:1x3x224x224", help="shapes for symbolic dims")
     p.add_argument("--batch", type=int, default=1, help="batch size of generated inputs")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rtol", type=float, default=None, help="relative tolerance (default 1e-4; 0.1 below fp32)")
-    p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default 1e-5; 0.1 below fp32)")
+    p.add_argument("--rtol", type=float, default=None, help="relative tolerance (default 1e-3; 0.1 below fp32)")
+    p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default 1e-3; 0.1 below fp32)")
     p.add_argument("--tol", action="append", metavar="OUTPUT:RTOL:ATOL", help="tolerance for one output")
     p.add_argument("--find-divergence", action="store_true",
                    help="tap every fused step and name the first one whose error jumps")
@@ -59,8 +59,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 def _tolerances(args: argparse.Namespace) -> tuple[Tolerance, dict[str, Tolerance]]:
     low = args.precision in ("fp16", "bf16", "int8", "best")
-    default = Tolerance(args.rtol if args.rtol is not None else (0.1 if low else 1e-4),
-                        args.atol if args.atol is not None else (0.1 if low else 1e-5))
+    # fp32 defaults: a 50-layer network summed in another order (oneDNN vs onnxruntime) differs by
+    # ~1e-4 absolute on logits of magnitude ~10 (zoo ResNet-50), so 1e-5 would always fail
+    default = Tolerance(args.rtol if args.rtol is not None else (0.1 if low else 1e-3),
+                        args.atol if args.atol is not None else (0.1 if low else 1e-3))
     per: dict[str, Tolerance] = {}
     for item in args.tol or []:
         name, sep, rest = item.partition(":")
