@@ -30,6 +30,10 @@ def cli() -> int:
     p.add_argument("--factor", type=float, default=1.6, help="multiply that layer's weight scale by this")
     p.add_argument("--reference", default="ort", choices=["ort", "onnx-reference", "fp32"])
     p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--threshold", default="0.05",
+                   help="tap error that counts (0.05: int8 kernels round a few units off a float QDQ reference)")
+    p.add_argument("--float-qdq", action="store_true",
+                   help="keep Q/DQ as float ops (disable the fuse-qdq pass); then 1e-3 works as threshold")
     p.add_argument("--out", default=None, help="directory for the two models (default: a temp dir)")
     a = p.parse_args()
     out = Path(a.out or tempfile.mkdtemp(prefix="tk-divergence-"))
@@ -39,7 +43,8 @@ def cli() -> int:
     onnx.save(qdq_net(corrupt=a.layer, factor=a.factor), str(bad))
     print(f"clean model: {clean}\ncorrupted model ({a.layer} weight scale x{a.factor:g}): {bad}\n")
     return main(["compare", str(bad), "--reference-model", str(clean), "--reference", a.reference,
-                 "--batch", str(a.batch), "--find-divergence", "--all-taps"])
+                 "--batch", str(a.batch), "--find-divergence", "--all-taps", "--threshold", a.threshold,
+                 *(["--disable-pass", "fuse-qdq"] if a.float_qdq else [])])
 
 
 if __name__ == "__main__":
