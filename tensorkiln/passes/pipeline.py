@@ -18,6 +18,7 @@ from tensorkiln.passes import (
     inplace,
     layout,
     merge_parallel,
+    quantize,
     quantize_qdq,
 )
 from tensorkiln.passes.rewrite import RuleReport
@@ -52,6 +53,7 @@ PIPELINE: list[tuple[str, Pass]] = [
     ("dead-code-final", _plain(dce.run)),
     ("select-layout", layout.run),
     ("inplace-residual", inplace.run),
+    ("inplace-residual-int8", quantize.run_inplace),
     ("inplace-elementwise", inplace.run_elementwise),
 ]
 # passes that fuse layers (turned off together by fusion=False)

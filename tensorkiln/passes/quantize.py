@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from tensorkiln.ir import DType, Graph, Node, Value
+from tensorkiln.passes.rewrite import RuleReport
 from tensorkiln.quant.plan import QuantPlan, layer_kind, nodes_for, plan_storage
 from tensorkiln.quant.qparams import QParams, quantize_weight
 
@@ -75,7 +76,52 @@ def apply(graph: Graph, plan: QuantPlan) -> dict[str, Any]:
     for v in stored_vals:
         v.dtype = DType.UINT8
         _dequantize_for_float_readers(graph, v, qp[id(v)], int8_readers)
+    mark_inplace_residual(graph)
     return {"int8": [n.name for n in layers], "uint8_tensors": len(stored_vals)}
+
+
+# ops whose kernels always return a new tensor (never a view of an input)
+_FRESH = {("tensorkiln", "QConv"), ("tensorkiln", "QMaxPool"), ("tensorkiln", "FusedConv"),
+          ("tensorkiln", "Dequantize"), ("tensorkiln", "Quantize"), ("", "Relu"), ("", "Add"), ("", "Conv"),
+          ("", "MaxPool")}
+
+
+def mark_inplace_residual(graph: Graph, report: RuleReport | None = None) -> bool:
+    """``QConv{residual_inplace}``: the sum post-op accumulates into the residual itself (no copy)
+    when it is a fresh tensor of an earlier step, of the output's type, read by no later step.
+
+    # before -> after:  y = QConv(x, Wq, Ws, b, z)  ->  y = QConv(x, Wq, Ws, b, z){residual_inplace}
+    """
+    pos = {id(n): i for i, n in enumerate(graph.nodes)}
+    changed = False
+    for i, node in enumerate(graph.nodes):
+        if node.domain != DOMAIN or node.op_type != "QConv" or len(node.inputs) < 5 or node.inputs[4] is None:
+            continue
+        z = node.inputs[4]
+        node.attrs.pop("residual_inplace", None)
+        p = z.producer
+        same_type = (z.dtype == DType.UINT8) == (node.attrs.get("out_dtype") == "uint8")
+        others = [u for u, k in z.uses if u is not node or k != 4]
+        why = ("residual is converted first" if not same_type else
+               f"residual {z.name!r} is not a fresh tensor of an earlier step"
+               if p is None or (p.domain, p.op_type) not in _FRESH else
+               f"residual {z.name!r} is a graph output" if any(o is z for o in graph.outputs) else
+               f"residual {z.name!r} is read after this step"
+               if any(pos.get(id(u), 1 << 30) >= i for u in others) else None)
+        if why is not None:
+            if report is not None:
+                report.reject(node, why)
+            continue
+        node.attrs["residual_inplace"] = True
+        changed = True
+        if report is not None:
+            report.fired += 1
+    return changed
+
+
+def run_inplace(graph: Graph, report: RuleReport) -> bool:
+    """Pipeline entry: in-place residual sums for the int8 convolutions of explicitly quantized models."""
+    return mark_inplace_residual(graph, report)
 
 
 def _quantized_layer(graph: Graph, n: Node, plan: QuantPlan, stored: set[int], qp: dict[int, QParams]) -> Node:

@@ -3,7 +3,8 @@
 1. Fake-quantize every candidate layer; if the metric on the held-out samples stays within
    the budget (``score >= 1 - budget``), all run in int8.
 2. Otherwise measure each layer's *sensitivity*: the network-output error (normalized
-   squared error vs fp32) with only that layer quantized.
+   squared error vs fp32) with only that layer quantized (on the first held-out batch, at
+   most 16 samples).
 3. Keep the ``k`` most sensitive layers in fp32, with the smallest ``k`` for which the
    metric holds (binary search over ``k``, then confirmed).
 
@@ -46,11 +47,19 @@ class Evaluator:
         self.weights = WeightCache()
         self.count = 0
 
-    def outputs(self, layers: list[Node]) -> Outputs:
+        # sensitivity ranking runs once per layer: on the first batch only (≤ 16 samples)
+        self.sens_batches = [{k: a[:16] for k, a in batches[0].items()}] if batches else []
+        self.sens_ref = [[t[:16] for t in ref[0]]] if ref else []
+
+    def outputs(self, layers: list[Node], batches: list[dict[str, np.ndarray]] | None = None) -> Outputs:
         h = hooks_for(self.graph, layers, self.ranges, self.weights)
         self.count += 1
         with torch.inference_mode():
-            return [self.runner(_feeds(self.runner, b), **h.kwargs()) for b in self.batches]  # type: ignore[arg-type]
+            return [self.runner(_feeds(self.runner, b), **h.kwargs())  # type: ignore[arg-type]
+                    for b in (self.batches if batches is None else batches)]
+
+    def sensitivity(self, layer: Node) -> float:
+        return distance(self.sens_ref, self.outputs([layer], self.sens_batches))
 
     def score(self, layers: list[Node]) -> float:
         return self.metric(self.ref, self.outputs(layers))
@@ -69,7 +78,7 @@ def select(ev: Evaluator, candidates: list[Node], budget: float | None, forced_i
     with progress_bar(progress) as bar:
         task = bar.add_task("layer sensitivity", total=len(movable))
         for n in movable:
-            sens[layer_key(n)] = distance(ev.ref, ev.outputs([n]))
+            sens[layer_key(n)] = ev.sensitivity(n)
             bar.advance(task)
     order = sorted(movable, key=lambda n: -sens[layer_key(n)])
 

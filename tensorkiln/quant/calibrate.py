@@ -100,9 +100,17 @@ def reference_outputs(runner: GraphRunner, batches: list[dict[str, np.ndarray]])
         return [[t.clone() for t in runner(_feeds(runner, b))] for b in batches]
 
 
+def _same_grid(a: QParams, b: QParams) -> bool:
+    """Grids within 1 % of each other quantize alike: not worth a separate evaluation."""
+    return abs(a.scale - b.scale) <= 0.01 * max(a.scale, b.scale) and abs(a.zero_point - b.zero_point) <= 2
+
+
 def choose_ranges(cal: Calibration, method: str, runner: GraphRunner | None = None,
                   eval_batches: list[dict[str, np.ndarray]] | None = None, ref: Outputs | None = None,
-                  progress: bool = True) -> dict[str, TensorRange]:
+                  progress: bool = True, evaluate: set[str] | None = None,
+                  fallback: str = "entropy") -> dict[str, TensorRange]:
+    """Ranges per tensor. With ``auto``, tensors in ``evaluate`` (default: all) are chosen by
+    evaluation; the others (not quantized by any candidate plan) get ``fallback``."""
     method = check_calibrator(method)
     out: dict[str, TensorRange] = {}
     if method != "auto":
@@ -113,11 +121,15 @@ def choose_ranges(cal: Calibration, method: str, runner: GraphRunner | None = No
     assert runner is not None and eval_batches is not None and ref is not None
     todo: list[tuple[str, list[tuple[str, tuple[float, float]]]]] = []
     for name, st in cal.stats.items():
+        if evaluate is not None and name not in evaluate:
+            lo, hi = compute_range(fallback, st) if st.count else (0.0, 0.0)
+            out[name] = TensorRange(lo, hi, fallback)
+            continue
         cands: list[tuple[str, tuple[float, float]]] = []
         for m in METHODS:
             r = compute_range(m, st) if st.count else (0.0, 0.0)
             qp = QParams.from_range(*r)
-            if all(QParams.from_range(*c) != qp for _, c in cands):
+            if all(not _same_grid(QParams.from_range(*c), qp) for _, c in cands):
                 cands.append((m, r))
         if len(cands) == 1:
             out[name] = TensorRange(*cands[0][1], cands[0][0])

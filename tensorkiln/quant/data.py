@@ -3,7 +3,8 @@
 The user hands in any iterable of feeds (dicts input name → array, any batch size). Samples
 are taken one by one along axis 0, in order; every fifth sample (index 4, 9, 14, …) is held
 out for choosing methods and checking accuracy (up to ``max_held_out``), the others are
-re-batched into chunks of ``chunk`` samples for collecting statistics. Which sample goes
+re-batched into chunks of ``chunk`` samples (consecutive samples of one shape) for collecting
+statistics. Which sample goes
 where, and how the network sees it, depends only on the sequence of samples, so the
 calibration result is the same for any batch size the user picked.
 """
@@ -62,6 +63,9 @@ class Rebatcher:
                 if idx % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1 and len(self.held_out) < self.max_held_out:
                     self.held_out.append(sample)
                     continue
+                if pending and any(pending[0][k].shape != a.shape for k, a in sample.items()):
+                    yield _stack(pending)  # samples of another shape start a new chunk
+                    pending = []
                 pending.append(sample)
                 self.n_stats += 1
                 if len(pending) == self.chunk:
@@ -76,4 +80,14 @@ def _stack(samples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def batches_of(samples: list[dict[str, np.ndarray]], chunk: int) -> list[dict[str, np.ndarray]]:
-    return [_stack(samples[i:i + chunk]) for i in range(0, len(samples), chunk)]
+    """Consecutive samples of one shape, at most ``chunk`` per batch."""
+    out: list[dict[str, np.ndarray]] = []
+    group: list[dict[str, np.ndarray]] = []
+    for s in samples:
+        if group and (len(group) == chunk or any(group[0][k].shape != a.shape for k, a in s.items())):
+            out.append(_stack(group))
+            group = []
+        group.append(s)
+    if group:
+        out.append(_stack(group))
+    return out

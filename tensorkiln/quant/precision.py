@@ -32,7 +32,7 @@ from tensorkiln.quant.calibrate import (
     reference_outputs,
 )
 from tensorkiln.quant.metrics import Outputs, make_metric
-from tensorkiln.quant.plan import QuantPlan, candidate_reason, layer_key, layer_kind, tapped_values
+from tensorkiln.quant.plan import QuantPlan, candidate_reason, layer_key, layer_kind, plan_storage, tapped_values
 from tensorkiln.quant.runner import GraphRunner
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "best")
@@ -86,7 +86,7 @@ def plan_int8(graph: Graph, runner: GraphRunner, data: Iterable[Mapping[str, Any
               calibrator: str = "auto", cache_path: str | None = None, budget: float | None = 0.01,
               metric: str | Callable[..., float] = "auto", strict: bool = False,
               overrides: Mapping[str, str] | None = None, progress: bool = False,
-              chunk: int = 32, max_held_out: int = 64, auto_samples: int = 16) -> Int8Result:
+              chunk: int = 32, max_held_out: int = 64, auto_samples: int = 8) -> Int8Result:
     overrides = dict(overrides or {})
     candidates: list[Node] = []
     rejected: list[tuple[str, str]] = []
@@ -129,10 +129,10 @@ def plan_int8(graph: Graph, runner: GraphRunner, data: Iterable[Mapping[str, Any
         if not held_out:  # fewer than 5 samples: evaluate on what there is
             held_out = []
         if not from_cache:
-            eval_b = _first_samples(held_out, auto_samples, chunk)
+            eval_b = _first_samples(held_out, auto_samples)
             ref_auto = reference_outputs(runner, eval_b) if eval_b else []
             ranges = choose_ranges(cal, calibrator if eval_b else _fallback(calibrator), runner, eval_b, ref_auto,
-                                   progress=progress)
+                                   progress=progress, evaluate=_quantized_somewhere(graph, candidates))
             if cache_path:
                 calib_cache.save(cache_path, ranges, cal.n_samples)
     rmap = {k: (r.lo, r.hi) for k, r in ranges.items()}
@@ -170,16 +170,23 @@ def _fallback(calibrator: str) -> str:
     return "entropy" if calibrator == "auto" else calibrator
 
 
-def _first_samples(batches: list[dict[str, np.ndarray]], n: int, chunk: int) -> list[dict[str, np.ndarray]]:
-    out: list[dict[str, np.ndarray]] = []
-    left = n
-    for b in batches:
-        if left <= 0:
-            break
-        k = min(left, next(iter(b.values())).shape[0])
-        out.append({name: a[:k] for name, a in b.items()})
-        left -= k
-    return out
+def _first_samples(batches: list[dict[str, np.ndarray]], n: int) -> list[dict[str, np.ndarray]]:
+    """The first held-out batch, cut to ``n`` samples: what ``auto`` evaluates methods on (one run
+    per candidate range)."""
+    if not batches:
+        return []
+    return [{name: a[:n] for name, a in batches[0].items()}]
+
+
+def _quantized_somewhere(graph: Graph, candidates: list[Node]) -> set[str]:
+    """Tensors an all-candidates int8 plan quantizes (the others' ranges are never used)."""
+    st = plan_storage(graph, candidates)
+    names = {v.name for n in graph.nodes for v in n.outputs if id(v) in st.stored}
+    for n, i in st.edges:
+        v = n.inputs[i]
+        if v is not None:
+            names.add(v.name)
+    return names
 
 
 def _method_counts(ranges: Mapping[str, TensorRange]) -> dict[str, int]:

@@ -120,8 +120,13 @@ def qconv(node: Node, ctx: BuildContext) -> Kernel:
             x = F.pad(x, pre_pad, value=xz)
         return x.contiguous(memory_format=CL)
 
+    # the sum post-op accumulates into this tensor in place: hand it a private one, unless the
+    # residual dies here (passes/quantize.py marks residual_inplace)
+    inplace = bool(node.attrs.get("residual_inplace", False))
+
     def accumulator(z: torch.Tensor) -> torch.Tensor:
-        # the sum post-op accumulates into this tensor in place: always hand it a private one
+        if inplace and z.dtype == out_dt:
+            return z.contiguous(memory_format=CL)
         if out_u8:
             if z.dtype == torch.uint8:
                 return z.clone(memory_format=CL)
