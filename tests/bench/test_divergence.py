@@ -83,3 +83,26 @@ def test_zoo_resnet50_fused_engine_matches_ort_at_every_tap() -> None:
     # conv+bn+relu (and residual add) fused: fewer steps than ONNX nodes, yet every step is tapped
     assert len(d.taps) == engine.num_steps - d.untapped_steps and len(d.taps) > 40
     assert d.reference_runs > 1 and all(t.stats["cosine"] > 0.9999 for t in d.taps)
+
+
+def test_folded_batchnorm_step_is_compared_with_the_batchnorm_output() -> None:
+    """fold-batchnorm keeps the conv's value (and name) for conv+bn; it must be tapped as the BN's output."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in [
+        ("w", rng.standard_normal((4, 3, 3, 3))), ("s", rng.uniform(0.5, 2, 4)), ("b", rng.standard_normal(4)),
+        ("m", rng.standard_normal(4)), ("v", rng.uniform(0.5, 2, 4))]]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["conv_out"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["conv_out", "s", "b", "m", "v"], ["bn_out"], name="bn"),
+             helper.make_node("Transpose", ["bn_out"], ["y"], name="t", perm=[0, 2, 3, 1])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, 8, 4])], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    engine = tensorkiln.build(model)
+    conv_step = next(s for s in engine.steps() if "bn" in s["origin"])
+    assert conv_step["outputs"] == ["conv_out"]  # the value kept its pre-BN name
+    feeds = {"x": rng.standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    d = find_divergence(engine, Reference("ort", model), feeds)
+    tap = next(t for t in d.taps if t.step == conv_step["index"])
+    assert tap.value == "bn_out" and tap.error < 1e-5 and d.first is None
