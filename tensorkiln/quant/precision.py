@@ -240,9 +240,16 @@ def precision_step(graph: Graph, cfg: Any, data: Iterable[Mapping[str, Any]] | N
         elif has_candidates and cfg.precision == "int8" and not _explicitly_quantized(graph):
             raise OptionError("precision='int8' needs calibration_data (an iterable of feeds) or an existing "
                               "calibration_cache; explicitly quantized (Q/DQ) models need neither")
-    if report.get("float_precision") in ("fp16", "bf16"):
-        n = lowp.convert(graph, report["float_precision"], overrides)
-        report["fired"] += n
+    fmt = report.get("float_precision")
+    if fmt in ("fp16", "bf16"):
+        def wanted(node: Node) -> bool:
+            ov = override_for(node, overrides)
+            return ov == fmt or (ov is None and cfg.precision in (fmt, "best"))
+
+        converted = lowp.convert(graph, fmt, wanted)
+        report["fired"] += len(converted)
+        layers = report.setdefault("layers", {})
+        layers.update({name: fmt for name in converted})
     return step
 
 
