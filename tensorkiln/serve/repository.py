@@ -103,6 +103,8 @@ class ModelRepository:
         if e is None or (e.state != "READY" and not e.versions):
             if e is not None and e.state in ("LOADING", "UNLOADING"):
                 raise Unavailable(f"model '{name}' is {e.state.lower()}")
+            if e is not None and e.reason:
+                raise Unavailable(f"model '{name}' is not available: {e.reason}")
             raise NotFound(f"Request for unknown model: '{name}' is not found")
         if e.state != "READY":
             raise Unavailable(f"model '{name}' is not ready ({e.state}{': ' + e.reason if e.reason else ''})")

@@ -75,3 +75,26 @@ def test_two_servers_one_process(tmp_path):
         for s in (a, b):
             text = s.core.metrics.exposition().decode()
             assert 'nv_inference_request_success{model="tiny",version="1"} 1\n' in text
+
+
+def test_broken_model_is_reported_and_others_serve(tmp_path):
+    from tensorkiln.serve import Server
+
+    write_model(tmp_path, "good", tiny_model())
+    (tmp_path / "broken" / "1").mkdir(parents=True)
+    (tmp_path / "broken" / "1" / "model.onnx").write_bytes(b"not an onnx file")
+    write_model(tmp_path, "badcfg", tiny_model(), "max_batch_size: 4 input [ { name: \"nope\" } ]")
+    with Server(str(tmp_path), http_port=0, grpc_port=None) as s:
+        c = th.InferenceServerClient(s.http_url)
+        assert c.is_model_ready("good") and not c.is_model_ready("broken")
+        assert not c.is_server_ready()  # Triton's strict readiness: a model failed to load
+        rows = {r["name"]: r for r in c.get_model_repository_index()}
+        assert rows["broken"]["state"] == "UNAVAILABLE" and rows["broken"]["reason"]
+        assert "nope" in rows["badcfg"]["reason"]
+        with pytest.raises(InferenceServerException) as e:
+            c.get_model_metadata("broken")
+        assert e.value.status() == "503"
+        i = th.InferInput("x", [1, 4], "FP32")
+        i.set_data_from_numpy(np.ones((1, 4), np.float32))
+        assert c.infer("good", [i]).as_numpy("y").shape == (1, 3)
+        c.unload_model("broken")  # unloading what never loaded is not an error
