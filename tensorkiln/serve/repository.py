@@ -191,6 +191,7 @@ class ModelRepository:
         """Build, warm up and publish every version of ``name`` (blocking: call it off the loop).
 
         Serving an earlier load goes on until the new one is ready (a reload swaps atomically)."""
+        self.model_dir(name)  # NotFound for names the repository does not hold (and no entry for them)
         e = self.entry(name)
         with e.lock:
             old = dict(e.versions)
