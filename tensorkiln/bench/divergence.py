@@ -236,12 +236,12 @@ def find_divergence(engine: Engine, reference: Reference, feeds: Mapping[str, np
         in_err = max((err_of.get(id(v), 0.0) for v in node.inputs if v is not None), default=0.0)
         targets = by_step.get(i, {})
         for k, (v, t) in enumerate(zip(node.outputs, outs)):
-            name = targets.get(k)
-            if name is None or not isinstance(t, torch.Tensor):
+            target = targets.get(k)
+            if target is None or not isinstance(t, torch.Tensor):
                 err_of[id(v)] = in_err
                 continue
-            tap = Tap(i, node.qualified_op, name, list(node.origin), input_error=in_err)
-            ref = np.asarray(chunks.take(name))
+            tap = Tap(i, node.qualified_op, target, list(node.origin), input_error=in_err)
+            ref = np.asarray(chunks.take(target))
             got_np = _comparable(t, node, ref.dtype)
             if got_np.shape != ref.shape:
                 tap.problem = f"shape {list(got_np.shape)} vs reference {list(ref.shape)}"
