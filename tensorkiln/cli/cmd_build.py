@@ -27,6 +27,20 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timing-cache", default=None, help="timing cache file (default: per machine in ~/.cache)")
     p.add_argument("--tactics", default=None, help="replay pinned tactic choices (JSON or a --report file)")
     p.add_argument("--report", default=None, help="write a build report (steps, tactics, timings) as JSON")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8", "best"],
+                   help="lowest precision a layer may run in (int8 needs --calib or --calib-cache)")
+    p.add_argument("--strict", action="store_true", help="force --precision on every layer that has a kernel")
+    p.add_argument("--calib", default=None, metavar="DIR_OR_NPZ",
+                   help="int8 calibration data: a .npz (one array per input) or a directory of .npz/.npy files")
+    p.add_argument("--calib-cache", default=None, metavar="FILE",
+                   help="calibration cache (JSON ranges): read when it exists, written after calibrating")
+    p.add_argument("--calibrator", default="auto",
+                   help="auto | minmax | entropy | percentile-99.9|99.99|99.999 | mse")
+    p.add_argument("--accuracy-budget", default="0.01",
+                   help="allowed loss of the accuracy metric vs fp32 on held-out calibration data ('none' = off)")
+    p.add_argument("--accuracy-metric", default="auto", help="auto | top1 | cosine")
+    p.add_argument("--layer-precision", action="append", default=[], metavar="NAME_OR_OP=PREC",
+                   help="per-layer override by node name or op type, e.g. Conv_0=fp32 or Gemm=fp32")
     for kind in ("min", "opt", "max"):
         p.add_argument(f"--{kind}-shapes", action="append", metavar="NAME:1x3x224x224",
                        help=f"{kind} shape of an optimization profile (give all three)")
@@ -39,6 +53,7 @@ def options_from_args(args: argparse.Namespace) -> dict[str, object]:
                                "tune_budget_s": args.tune_budget, "timing_cache": args.timing_cache,
                                "tactics_file": args.tactics, "progress": True}
     opts["streams"] = "auto" if args.streams == "auto" else _int(args.streams, "--streams")
+    opts.update(_precision_options(args))
     given = {k: parse_shapes(getattr(args, f"{k}_shapes")) for k in ("min", "opt", "max")}
     if any(given.values()):
         names = set(given["min"]) | set(given["opt"]) | set(given["max"])
@@ -48,6 +63,46 @@ def options_from_args(args: argparse.Namespace) -> dict[str, object]:
                               + ", ".join(missing))
         opts["shapes"] = {n: {k: given[k][n] for k in given} for n in sorted(names)}
     return opts
+
+
+def _precision_options(args: argparse.Namespace) -> dict[str, object]:
+    opts: dict[str, object] = {}
+    if args.precision != "fp32":
+        opts["precision"] = args.precision
+    if args.strict:
+        opts["strict"] = True
+    if args.calib_cache:
+        opts["calibration_cache"] = args.calib_cache
+    if args.calibrator != "auto":
+        opts["calibrator"] = args.calibrator
+    if args.accuracy_metric != "auto":
+        opts["accuracy_metric"] = args.accuracy_metric
+    if args.accuracy_budget != "0.01":
+        try:
+            opts["accuracy_budget"] = None if args.accuracy_budget.lower() == "none" else float(args.accuracy_budget)
+        except ValueError:
+            raise OptionError(f"--accuracy-budget expects a number or 'none', got {args.accuracy_budget!r}") from None
+    overrides: dict[str, str] = {}
+    for item in args.layer_precision:
+        name, sep, prec = item.rpartition("=")
+        if not sep or not name:
+            raise OptionError(f"--layer-precision expects NAME_OR_OP=PRECISION, got {item!r}")
+        overrides[name] = prec
+    if overrides:
+        opts["layer_precision"] = overrides
+    return opts
+
+
+def _calibration_data(args: argparse.Namespace) -> object:
+    if not args.calib:
+        return None
+    import onnx
+
+    from tensorkiln.quant.data import load_calibration
+
+    g = onnx.load(args.model, load_external_data=False).graph
+    inits = {i.name for i in g.initializer}
+    return load_calibration(args.calib, [i.name for i in g.input if i.name not in inits])
 
 
 def _int(v: str, flag: str) -> int:
@@ -61,11 +116,21 @@ def run(args: argparse.Namespace) -> int:
     con = Console()
     t0 = time.perf_counter()
     with con.status(f"building {args.model} …"):
-        eng = build(args.model, **options_from_args(args))
+        eng = build(args.model, calibration_data=_calibration_data(args), **options_from_args(args))
         eng.save(args.output)
     dt = time.perf_counter() - t0
     con.print(f"built [bold]{args.output}[/]: {eng.num_steps} steps, "
               f"{eng.weight_bytes() / 1e6:.1f} MB weights, in {dt:.1f} s")
+    prec = eng.build_reports.get("precision")
+    if prec:
+        layers = prec.get("layers", {})
+        counts = {p: sum(1 for v in layers.values() if v == p) for p in sorted(set(layers.values()))}
+        score = prec.get("measured_score")
+        con.print(f"precision {prec['precision']}: layers {counts or 'none converted'}"
+                  + (f", {prec.get('metric')} vs fp32 on {prec.get('held_out')} held-out samples: {score:.4f}"
+                     if score is not None else ""))
+        for note in prec.get("notes", []):
+            con.print(f"  {note}")
     if eng.tuning:
         st = eng.tuning_stats
         con.print(f"tuned {len(eng.tuning)} steps (timing cache {st.get('cache_path')}: "

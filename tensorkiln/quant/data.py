@@ -91,3 +91,41 @@ def batches_of(samples: list[dict[str, np.ndarray]], chunk: int) -> list[dict[st
     if group:
         out.append(_stack(group))
     return out
+
+
+def load_calibration(path: str, input_names: Sequence[str], batch: int = 32) -> Iterator[dict[str, np.ndarray]]:
+    """Calibration feeds from a file or directory (the CLI's ``--calib``), read without pickle.
+
+    * ``data.npz``: one array per input name, samples along axis 0 (fed ``batch`` at a time);
+    * a directory: its ``.npz`` files in name order (each one feed, as above), or, for a model
+      with one input, its ``.npy`` files (each one array of samples).
+    """
+    import os
+
+    def from_npz(f: str) -> Iterator[dict[str, np.ndarray]]:
+        with np.load(f, allow_pickle=False) as z:
+            arrs = {k: z[k] for k in z.files}
+        missing = [n for n in input_names if n not in arrs]
+        if missing:
+            raise OptionError(f"{f}: no array for input(s) {missing} (it holds {sorted(arrs)})")
+        n = next(iter(arrs.values())).shape[0] if arrs else 0
+        for i in range(0, n, batch):
+            yield {k: arrs[k][i:i + batch] for k in input_names}
+
+    if os.path.isdir(path):
+        files = sorted(os.listdir(path))
+        npz = [os.path.join(path, f) for f in files if f.endswith(".npz")]
+        npy = [os.path.join(path, f) for f in files if f.endswith(".npy")]
+        if npz:
+            for f in npz:
+                yield from from_npz(f)
+        elif npy and len(input_names) == 1:
+            for f in npy:
+                yield {input_names[0]: np.load(f, allow_pickle=False)}
+        else:
+            raise OptionError(f"calibration directory {path!r} holds no .npz files (nor .npy files for a "
+                              f"one-input model); the model's inputs are {list(input_names)}")
+    elif path.endswith(".npz") and os.path.isfile(path):
+        yield from from_npz(path)
+    else:
+        raise OptionError(f"--calib expects a .npz file or a directory of .npz/.npy files, got {path!r}")

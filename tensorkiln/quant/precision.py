@@ -112,12 +112,20 @@ def plan_int8(graph: Graph, runner: GraphRunner, data: Iterable[Mapping[str, Any
     if cache_path and os.path.exists(cache_path):
         cached = calib_cache.load(cache_path)
         missing = [t for t in tapped if t not in cached]
+        if missing and data is None:
+            # quantize what the cache covers; the other layers stay fp32
+            have = [n for n in candidates if all(v.name in cached for v in tapped_values(graph, [n]))]
+            if not have:
+                raise OptionError(f"calibration cache {cache_path!r} lacks {len(missing)} tensor(s) of this model "
+                                  f"(e.g. {missing[:3]}); pass calibration_data to recalibrate")
+            rejected += [(n.name, "no range for its tensors in the calibration cache")
+                         for n in candidates if n not in have]
+            candidates = have
+            tapped = [v.name for v in tapped_values(graph, candidates)]
+            missing = []
         if not missing:
             ranges = {t: cached[t] for t in tapped}
             from_cache = True
-        elif data is None:
-            raise OptionError(f"calibration cache {cache_path!r} lacks {len(missing)} tensor(s) of this model "
-                              f"(e.g. {missing[:3]}); pass calibration_data to recalibrate")
     if data is None and not from_cache:
         raise OptionError("precision='int8' needs calibration_data (an iterable of feeds) or a calibration cache "
                           "(calibration_cache=PATH written by an earlier build); explicitly quantized (Q/DQ) "
