@@ -16,6 +16,7 @@ import socket
 import threading
 from typing import Any
 
+from tensorkiln.errors import UserError
 from tensorkiln.serve.core import ServerCore, ServerOptions
 
 log = logging.getLogger("tensorkiln.serve")
@@ -104,9 +105,12 @@ class Server:
                     ("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size),
                     ("grpc.so_reuseport", 0)])
                 add_to_server(core, grpc_server)
-                self.grpc_port = grpc_server.add_insecure_port(f"{_grpc_host(opts.host)}:{opts.grpc_port}")
+                try:
+                    self.grpc_port = grpc_server.add_insecure_port(f"{_grpc_host(opts.host)}:{opts.grpc_port}")
+                except RuntimeError as e:
+                    raise UserError(f"cannot listen for gRPC on {opts.host}:{opts.grpc_port}: {e}") from None
                 if not self.grpc_port:
-                    raise OSError(f"cannot bind gRPC to {opts.host}:{opts.grpc_port}")
+                    raise UserError(f"cannot listen for gRPC on {opts.host}:{opts.grpc_port} (port in use?)")
                 await grpc_server.start()
             if opts.http_port is not None:
                 sock = _bind(opts.host, opts.http_port)
@@ -156,7 +160,11 @@ def _bind(host: str, port: int) -> socket.socket:
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(fam, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # proto set: asyncio then sets TCP_NODELAY
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((host, port))
+    try:
+        s.bind((host, port))
+    except OSError as e:
+        s.close()
+        raise UserError(f"cannot listen for HTTP on {host}:{port}: {e.strerror or e}") from None
     s.listen(1024)
     s.setblocking(False)
     return s

@@ -98,3 +98,13 @@ def test_broken_model_is_reported_and_others_serve(tmp_path):
         i.set_data_from_numpy(np.ones((1, 4), np.float32))
         assert c.infer("good", [i]).as_numpy("y").shape == (1, 3)
         c.unload_model("broken")  # unloading what never loaded is not an error
+
+
+def test_port_in_use_is_a_user_error(tmp_path, server):
+    from tensorkiln.errors import UserError
+    from tensorkiln.serve import Server
+
+    write_model(tmp_path, "tiny", tiny_model())
+    port = int(server.http_url.rsplit(":", 1)[1])
+    with pytest.raises(UserError, match="cannot listen"):
+        Server(str(tmp_path), http_port=port, grpc_port=None, load_models=False).start()
