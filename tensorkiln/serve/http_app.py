@@ -9,7 +9,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -36,6 +36,8 @@ def _guard(fn: Handler) -> Handler:
             return await fn(request)
         except ServeError as e:
             return _error(e.http_status, str(e))
+        except ClientDisconnect:  # the client went away mid-body: nobody to answer
+            return _error(400, "client disconnected")
         except Exception as e:  # never answer with a non-JSON error
             log.exception("internal error on %s", request.url.path)
             return _error(500, f"internal error: {type(e).__name__}: {e}")
