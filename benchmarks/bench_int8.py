@@ -117,6 +117,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="threads for every runtime (default: all cores)")
     ap.add_argument("--kernels", action="store_true", help="also time single convolutions per int8 kernel")
     ap.add_argument("--no-calibrated", action="store_true", help="skip tensorkiln's own int8 calibration")
+    ap.add_argument("--ort-fp32", action="store_true", help="also time onnxruntime fp32")
     args = ap.parse_args()
     import onnxruntime as ort
 
@@ -135,11 +136,12 @@ def main() -> None:
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     sess = ort.InferenceSession(str(qdq), so, providers=["CPUExecutionProvider"])
-    sess_fp = ort.InferenceSession(str(zoo.get(args.model)), so, providers=["CPUExecutionProvider"])
     runners = [Runner("tensorkiln fp32", lambda: fp32.run(feeds)),
                Runner("tensorkiln int8 (QDQ)", lambda: int8.run(feeds)),
-               Runner("onnxruntime int8 (QDQ)", lambda: sess.run(None, feeds)),
-               Runner("onnxruntime fp32", lambda: sess_fp.run(None, feeds))]
+               Runner("onnxruntime int8 (QDQ)", lambda: sess.run(None, feeds))]
+    if args.ort_fp32:  # a second onnxruntime thread pool: its spinning threads slow everyone down on 2 cores
+        sess_fp = ort.InferenceSession(str(zoo.get(args.model)), so, providers=["CPUExecutionProvider"])
+        runners.append(Runner("onnxruntime fp32", lambda: sess_fp.run(None, feeds)))
     if not args.no_calibrated:
         calib = [zoo.sample_inputs(args.model, batch=1, seed=100 + i) for i in range(8)]
         cal = tensorkiln.build(zoo.get(args.model), threads=threads, precision="int8", strict=True,

@@ -36,6 +36,7 @@ class Selection:
     score: float  # simulated, with the selection
     sensitivity: dict[str, float] = field(default_factory=dict)  # node name → output error alone
     evaluations: int = 0
+    order: list[Node] = field(default_factory=list)  # movable layers, most sensitive first (when measured)
 
 
 class Evaluator:
@@ -107,4 +108,5 @@ def select(ev: Evaluator, candidates: list[Node], budget: float | None, forced_i
     int8 = with_top_k_fp32(k)
     fp32 = [n for n in candidates if n not in int8]
     by_name = {layer_key(n): n.name for n in candidates}
-    return Selection(int8, fp32, s_all, scores[k], {by_name[k_]: v for k_, v in sens.items()}, ev.count)
+    return Selection(int8, fp32, s_all, scores[k], {by_name[k_]: v for k_, v in sens.items()}, ev.count, order)
+

@@ -3,8 +3,9 @@
 * ``top1``: the fraction of rows whose arg-max over the last axis agrees (a classifier's
   logits ``[N, C]``, or per-position scores ``[N, T, C]``);
 * ``cosine``: the smallest cosine similarity over samples and outputs;
-* ``auto``: ``top1`` when every output has rank 2 or 3 with a last axis of at least 2,
-  else ``cosine``;
+* ``auto``: ``top1`` when every output is ``[N, C]`` class scores (rank 2, C ≥ 2), else
+  ``cosine`` (sequence scores ``[N, T, C]`` too: per-position agreement flips on positions
+  nobody reads, such as CTC blanks);
 * a callable ``metric(reference_outputs, outputs) -> float`` over lists of dicts
   (output name → numpy array), one per held-out batch.
 
@@ -24,7 +25,7 @@ Outputs = list[list[torch.Tensor]]  # per batch, per output
 
 
 def auto_metric(output_shapes: Sequence[Sequence[Any] | None]) -> str:
-    ok = all(s is not None and len(s) in (2, 3) and isinstance(s[-1], int) and s[-1] >= 2 for s in output_shapes)
+    ok = all(s is not None and len(s) == 2 and isinstance(s[-1], int) and s[-1] >= 2 for s in output_shapes)
     return "top1" if ok and output_shapes else "cosine"
 
 

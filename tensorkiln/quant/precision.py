@@ -134,40 +134,42 @@ def plan_int8(graph: Graph, runner: GraphRunner, data: Iterable[Mapping[str, Any
     if data is not None:
         cal = collect(runner, data, tapped, chunk=chunk, max_held_out=max_held_out, progress=progress)
         held_out = cal.held_out
-        if not held_out:  # fewer than 5 samples: evaluate on what there is
-            held_out = []
         if not from_cache:
             eval_b = _first_samples(held_out, auto_samples)
-            ref_auto = reference_outputs(runner, eval_b) if eval_b else []
-            ranges = choose_ranges(cal, calibrator if eval_b else _fallback(calibrator), runner, eval_b, ref_auto,
-                                   progress=progress, evaluate=_quantized_somewhere(graph, candidates))
-            if cache_path:
-                calib_cache.save(cache_path, ranges, cal.n_samples)
+            ranges = choose_ranges(cal, calibrator if eval_b else _fallback(calibrator), runner, eval_b,
+                                   reference_outputs(runner, eval_b) if eval_b else [], progress=progress,
+                                   evaluate=_quantized_somewhere(graph, candidates))
     rmap = {k: (r.lo, r.hi) for k, r in ranges.items()}
     report: dict[str, Any] = {
         "calibrator": calibrator, "from_cache": from_cache,
-        "samples": cal.n_samples if cal else 0, "held_out": cal.n_held_out if cal else 0,
-        "methods": _method_counts(ranges), "rejected": rejected,
+        "samples": cal.n_samples if cal else 0, "held_out": cal.n_held_out if cal else 0, "rejected": rejected,
     }
     result = Int8Result(QuantPlan([], rmap), report)
     output_shapes = [v.shape for v in graph.outputs]
     mname, mfn = make_metric(metric, [v.name for v in graph.outputs], output_shapes)
     report["metric"] = mname
+    use_budget = bool(held_out) and budget is not None and not strict
+    ev: Evaluator | None = None
     if held_out:
         result.held_out, result.metric = held_out, mfn
         result.reference = reference_outputs(runner, held_out)
-    if strict or not held_out or budget is None:
-        chosen = candidates
-        if held_out:
-            ev = Evaluator(runner, graph, rmap, held_out, result.reference, mfn)
-            report["simulated_score"] = ev.score(chosen)
-    else:
         ev = Evaluator(runner, graph, rmap, held_out, result.reference, mfn)
+    chosen = list(candidates)
+    if use_budget:
+        assert ev is not None
         sel = select(ev, candidates, budget, forced, progress=progress)
         chosen = sel.int8
-        report.update(simulated_score_all_int8=sel.score_all_int8, simulated_score=sel.score,
-                      sensitivity=sel.sensitivity, evaluations=sel.evaluations,
-                      kept_fp32_for_accuracy=[n.name for n in sel.fp32])
+        report.update(simulated_score_all_int8=sel.score_all_int8, sensitivity=sel.sensitivity,
+                      simulated_score=sel.score)
+    elif ev is not None:
+        report["simulated_score"] = ev.score(chosen)
+    if ev is not None:
+        report["evaluations"] = ev.count
+    if use_budget:
+        report["kept_fp32_for_accuracy"] = [n.name for n in candidates if n not in chosen]
+    if cache_path and cal is not None and not from_cache:
+        calib_cache.save(cache_path, ranges, cal.n_samples)
+    report["methods"] = _method_counts({k: r for k, r in ranges.items() if k in _quantized_somewhere(graph, chosen)})
     report["budget"] = budget
     result.plan.layers = [layer_key(n) for n in chosen]
     report["layers"] = {n.name: ("int8" if n in chosen else "fp32") for n in graph.nodes if layer_kind(n)}
