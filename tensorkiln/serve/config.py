@@ -221,6 +221,27 @@ def adaptive(cfg: Any) -> bool:
     return p is not None and p.string_value.strip().lower() in ("1", "true", "yes", "on")
 
 
+PAD_KEY = "tensorkiln_pad_batch"  # "auto" or "1,2,4,8": run batches padded with zero rows to these sizes
+
+
+def pad_sizes(cfg: Any, warmed: list[int]) -> list[int]:
+    """Batch sizes to pad executions to (empty: no padding). ``auto``: the sizes warmed first, which the
+    engine keeps exact weight packings for."""
+    p = cfg.parameters.get(PAD_KEY)
+    if p is None or not p.string_value.strip() or p.string_value.strip().lower() in ("0", "false", "off", "no"):
+        return []
+    v = p.string_value.strip().lower()
+    if v in ("auto", "true", "on", "yes", "1"):
+        return sorted(set(warmed))
+    try:
+        sizes = sorted({int(x) for x in v.split(",") if x.strip()})
+    except ValueError:
+        raise InvalidArgument(f"parameter {PAD_KEY}: expected 'auto' or sizes like '1,2,4,8', got {v!r}") from None
+    if not sizes or sizes[0] < 1 or sizes[-1] > cfg.max_batch_size:
+        raise InvalidArgument(f"parameter {PAD_KEY}: sizes must lie in 1..{cfg.max_batch_size}, got {sizes}")
+    return sizes
+
+
 def mentions_max_batch_size(text: str) -> bool:
     return re.search(r"(^|[\s{;,])max_batch_size\s*:", text) is not None
 

@@ -74,6 +74,11 @@ class ServedModel:
         self.executor = ThreadPoolExecutor(max_workers=self.n_instances, thread_name_prefix=f"tk-serve-{name}")
         self.policy = batch_policy(cfg)
         self.batcher: DynamicBatcher | None = None
+        warmed = [b for b in self.warmup_batch_sizes() if b is not None]
+        # opt-in: pad executions with zero rows up to these sizes (sizes with exact weight packings run
+        # faster than the sizes that reuse another size's packing)
+        self.pad_to = cfgmod.pad_sizes(cfg, [b for b in warmed if b in (1, self.max_batch_size)
+                                             or b in self.policy.preferred or b & (b - 1) == 0])
         # models with BYTES (string) tensors: the CPU engine has no string kernels; a model whose
         # outputs are all its inputs passed through Identity nodes is served by echoing them
         self.has_bytes = any(s.datatype == "BYTES" for s in [*self.inputs, *self.outputs])
@@ -224,11 +229,20 @@ class ServedModel:
         t0 = time.perf_counter_ns()
         reqs: list[InferRequest] = [p.request for p in batch]
         try:
-            if len(reqs) == 1:
+            rows = sum(p.rows for p in batch)
+            pad = next((s for s in self.pad_to if s >= rows), rows) - rows if self.pad_to else 0
+            if len(reqs) == 1 and not pad:
                 feeds = reqs[0].inputs
             else:
-                feeds = {s.name: np.concatenate([r.inputs[s.name] for r in reqs]) for s in self.inputs
-                         if s.name in reqs[0].inputs}
+                feeds = {}
+                for s in self.inputs:
+                    if s.name not in reqs[0].inputs:
+                        continue
+                    parts = [r.inputs[s.name] for r in reqs]
+                    if pad:
+                        a0 = parts[0]
+                        parts.append(np.zeros((pad, *a0.shape[1:]), a0.dtype))
+                    feeds[s.name] = np.concatenate(parts)
             t1 = time.perf_counter_ns()
             if self.echo is not None:
                 result = {o: feeds[i] for o, i in self.echo.items()}
@@ -247,7 +261,7 @@ class ServedModel:
             log.exception("model %s: execution failed", self.name)
             return [Internal(f"{type(e).__name__}: {e}")] * len(reqs)
         outs: list[Any] = []
-        if len(reqs) == 1:
+        if len(reqs) == 1 and not pad:
             outs.append(self._select(reqs[0], result))
         else:
             off = 0

@@ -99,6 +99,11 @@ def make_repository(root: Path) -> Path:
         instance_group [ { count: 2 kind: KIND_CPU } ]
         """)
     write_model(root, "fixed", fixed_model(), "max_batch_size: 0\n")
+    write_model(root, "padded", tiny_model(), """
+        max_batch_size: 8
+        dynamic_batching { }
+        parameters { key: "tensorkiln_pad_batch" value { string_value: "auto" } }
+        """)
     from tensorkiln import build
 
     (root / "engine" / "3").mkdir(parents=True)

@@ -141,3 +141,17 @@ def test_warmup_batch_sizes(tmp_path):
     assert m.warmup_batch_sizes() == [1, 32, 12, 16, 8, 4, 2, 3, 5, 6, 7]
     m.warmup()
     m.close()
+
+
+def test_pad_sizes_parameter():
+    def cfg(v):
+        c = cfgmod.parse_pbtxt(f'max_batch_size: 8 parameters {{ key: "tensorkiln_pad_batch" value {{ '
+                               f'string_value: "{v}" }} }}', "c")
+        return c
+    assert cfgmod.pad_sizes(cfg("auto"), [1, 8, 4, 2]) == [1, 2, 4, 8]
+    assert cfgmod.pad_sizes(cfg("2, 8"), []) == [2, 8]
+    assert cfgmod.pad_sizes(cfg("off"), [1, 8]) == []
+    assert cfgmod.pad_sizes(cfgmod.parse_pbtxt("max_batch_size: 8", "c"), [1, 8]) == []
+    for bad in ("1,16", "0,4", "x"):
+        with pytest.raises(InvalidArgument, match="tensorkiln_pad_batch"):
+            cfgmod.pad_sizes(cfg(bad), [])

@@ -219,3 +219,20 @@ def test_engine_file_model(http):
     i.set_data_from_numpy(x)
     np.testing.assert_allclose(http.infer("engine", [i]).as_numpy("y"), tiny_reference(x, tiny_model()),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_padded_batches(server, http, monkeypatch):
+    m = server.core.model("padded")
+    assert m.pad_to == [1, 2, 4, 8]
+    seen = []
+    for ctx in m.instances:
+        real = ctx.run
+        monkeypatch.setattr(ctx, "run", lambda feeds, real=real: (seen.append(feeds["x"].shape), real(feeds))[1])
+    x = np.random.default_rng(11).standard_normal((3, 4)).astype(np.float32)
+    i = th.InferInput("x", [3, 4], "FP32")
+    i.set_data_from_numpy(x)
+    y = http.infer("padded", [i]).as_numpy("y")
+    assert y.shape == (3, 3) and seen == [(4, 4)]  # ran 4 rows (one zero row), answered 3
+    np.testing.assert_allclose(y, tiny_reference(x, tiny_model()), rtol=1e-5, atol=1e-6)
+    st = http.get_inference_statistics("padded")["model_stats"][0]
+    assert st["inference_count"] == 3 and [b["batch_size"] for b in st["batch_stats"]] == [3]
