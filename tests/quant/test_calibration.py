@@ -88,6 +88,6 @@ def test_layer_overrides_by_name_and_op_type() -> None:
 def test_auto_calibrator_picks_per_tensor_and_reports() -> None:
     e = tensorkiln.build(small_cnn(), precision="int8", calibration_data=_feeds(images(64), 16))
     rep = e.build_reports["precision"]
-    assert rep["calibrator"] == "auto" and sum(rep["methods"].values()) >= 8
+    assert rep["calibrator"] == "auto" and sum(rep["methods"].values()) >= 5  # tensors the int8 plan quantizes
     assert set(rep["methods"]) <= {"minmax", "entropy", "percentile-99.9", "percentile-99.99", "percentile-99.999",
                                    "mse"}
