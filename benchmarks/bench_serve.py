@@ -1,7 +1,8 @@
 """Zoo ResNet-50 behind `tensorkiln serve` on this machine (HTTP, binary tensors).
 
 1. Throughput and p50/p99 latency at concurrency 1, 4, 8 with the dynamic batcher at delay 0, a fixed
-   delay, and the adaptive mode (same delay, but no waiting when fewer than one more arrival is expected).
+   delay, and the adaptive mode (same delay, but no waiting when fewer than one more arrival is expected),
+   and the adaptive mode with batches padded to the sizes that have exact weight packings.
 2. Served latency at concurrency 1 vs in-process ``Engine.run`` (the serving overhead in ms), measured
    in interleaved rounds (median of per-round differences; the machine is shared and noisy).
 
@@ -35,6 +36,10 @@ def configs(delay_us: int, max_batch: int) -> dict[str, str]:
         f"delay{delay_us // 1000}ms": base + f"dynamic_batching {{ max_queue_delay_microseconds: {delay_us} }}\n",
         f"adaptive{delay_us // 1000}ms": base + f"dynamic_batching {{ max_queue_delay_microseconds: {delay_us} }}\n"
         'parameters { key: "tensorkiln_adaptive_batching" value { string_value: "true" } }\n',
+        # the same, with batches padded to the sizes the engine keeps exact weight packings for
+        f"adaptive{delay_us // 1000}ms_pad": base + f"dynamic_batching {{ max_queue_delay_microseconds: {delay_us} }}\n"
+        'parameters { key: "tensorkiln_adaptive_batching" value { string_value: "true" } }\n'
+        'parameters { key: "tensorkiln_pad_batch" value { string_value: "auto" } }\n',
     }
 
 
@@ -116,7 +121,7 @@ def main() -> int:
         try:
             print(f"model {args.model}; server up in {out['server_start_s']} s; load average "
                   f"{out['load_average_start']}")
-            print(f"{'config':14} {'conc':>4} {'infer/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'rows/exec':>9} "
+            print(f"{'config':18} {'conc':>4} {'infer/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'rows/exec':>9} "
                   f"{'load avg':>16}")
             names = list(cfgs)
             for c in conc:
@@ -142,7 +147,7 @@ def main() -> int:
                                                                               if k != 200) + r.errors,
                          "load_average": load_average()}
                     out["points"].append(p)
-                    print(f"{name:14} {c:>4} {p['throughput']:>8} {p['p50_ms']:>8} {p['p99_ms']:>8} "
+                    print(f"{name:18} {c:>4} {p['throughput']:>8} {p['p50_ms']:>8} {p['p99_ms']:>8} "
                           f"{p['rows_per_execution']:>9} {p['load_average']:>16}", flush=True)
             ov = overhead(server, "delay0", src, feeds, dts, args.rounds, 5)
             ov["load_average"] = load_average()
