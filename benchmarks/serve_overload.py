@@ -41,7 +41,8 @@ def run(model: str, duration: float, factor: float, max_queue: int, delay_us: in
         server = ServerProcess(str(root))
         try:
             target = Target(server.http_url, "m", feeds, dts)
-            cap = closed_loop(target, max_batch, capacity_s, warmup_s=2.0)
+            # capacity: closed loop with enough clients to keep full batches (the server's best throughput)
+            cap = closed_loop(target, 2 * max_batch, capacity_s, warmup_s=2.0)
             capacity = cap.throughput()
             rate = capacity * factor
             before = server.stats("m")
