@@ -118,6 +118,8 @@ def main() -> None:
     ap.add_argument("--kernels", action="store_true", help="also time single convolutions per int8 kernel")
     ap.add_argument("--no-calibrated", action="store_true", help="skip tensorkiln's own int8 calibration")
     ap.add_argument("--ort-fp32", action="store_true", help="also time onnxruntime fp32")
+    ap.add_argument("--ort-spin", choices=["1", "0", "both"], default="both",
+                    help="onnxruntime session.intra_op.allow_spinning (both: one pass each)")
     args = ap.parse_args()
     import onnxruntime as ort
 
@@ -133,31 +135,37 @@ def main() -> None:
     name = next(iter(feeds))
     fp32 = tensorkiln.build(zoo.get(args.model), threads=threads)
     int8 = tensorkiln.build(qdq, threads=threads)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(qdq), so, providers=["CPUExecutionProvider"])
-    runners = [Runner("tensorkiln fp32", lambda: fp32.run(feeds)),
-               Runner("tensorkiln int8 (QDQ)", lambda: int8.run(feeds)),
-               Runner("onnxruntime int8 (QDQ)", lambda: sess.run(None, feeds))]
-    if args.ort_fp32:  # a second onnxruntime thread pool: its spinning threads slow everyone down on 2 cores
-        sess_fp = ort.InferenceSession(str(zoo.get(args.model)), so, providers=["CPUExecutionProvider"])
-        runners.append(Runner("onnxruntime fp32", lambda: sess_fp.run(None, feeds)))
+    calibrated = None
     if not args.no_calibrated:
         calib = [zoo.sample_inputs(args.model, batch=1, seed=100 + i) for i in range(8)]
-        cal = tensorkiln.build(zoo.get(args.model), threads=threads, precision="int8", strict=True,
-                               calibrator="entropy", calibration_data=calib)
-        runners.insert(2, Runner("tensorkiln int8 (calibrated)", lambda: cal.run(feeds)))
+        calibrated = tensorkiln.build(zoo.get(args.model), threads=threads, precision="int8", strict=True,
+                                      calibrator="entropy", calibration_data=calib)
     ops = [s["op"] for s in int8.steps()]
-    print(f"tensorkiln int8 engine: {ops.count('tensorkiln::QConv')} QConv, {len(ops)} steps; "
-          f"onnxruntime and tensorkiln int8 outputs: max |diff| "
-          f"{float(np.abs(int8.run(feeds)[sess.get_outputs()[0].name] - sess.run(None, feeds)[0]).max()):.4g}")
-    res = measure_side_by_side(runners, rounds=args.rounds, baseline="tensorkiln fp32")
-    print(f"\n{args.model} batch {args.batch}, {threads} threads, {args.rounds} interleaved rounds "
-          f"(load average after: {os.getloadavg()}):")
-    for r in runners:
-        print(f"  {r.name:30s} median {res.median(r.name):8.2f} ms  p99 {res.p99(r.name):8.2f} ms  "
-              f"× tensorkiln fp32 {res.ratio(r.name):.3f}  × onnxruntime int8 "
-              f"{res.ratio(r.name, 'onnxruntime int8 (QDQ)'):.3f}")
+    print(f"tensorkiln int8 engine: {ops.count('tensorkiln::QConv')} QConv, {len(ops)} steps")
+    # onnxruntime's idle threads spin for a while after each run and slow down whatever runs next on
+    # 2 cores; time it both ways (default spinning, and allow_spinning=0), each pass side by side
+    for spin in (["1", "0"] if args.ort_spin == "both" else [args.ort_spin]):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        sess = ort.InferenceSession(str(qdq), so, providers=["CPUExecutionProvider"])
+        diff = float(np.abs(int8.run(feeds)[sess.get_outputs()[0].name] - sess.run(None, feeds)[0]).max())
+        runners = [Runner("tensorkiln fp32", lambda: fp32.run(feeds)),
+                   Runner("tensorkiln int8 (QDQ)", lambda: int8.run(feeds)),
+                   Runner("onnxruntime int8 (QDQ)", lambda s=sess: s.run(None, feeds))]
+        if calibrated is not None:
+            runners.insert(2, Runner("tensorkiln int8 (calibrated)", lambda: calibrated.run(feeds)))
+        if args.ort_fp32:  # a second onnxruntime thread pool
+            sess_fp = ort.InferenceSession(str(zoo.get(args.model)), so, providers=["CPUExecutionProvider"])
+            runners.append(Runner("onnxruntime fp32", lambda s=sess_fp: s.run(None, feeds)))
+        res = measure_side_by_side(runners, rounds=args.rounds, baseline="tensorkiln fp32")
+        print(f"\n{args.model} batch {args.batch}, {threads} threads, {args.rounds} interleaved rounds, onnxruntime "
+              f"allow_spinning={spin} (max |int8 outputs diff| {diff:.3g}; load average after: {os.getloadavg()}):")
+        for r in runners:
+            print(f"  {r.name:30s} median {res.median(r.name):8.2f} ms  p99 {res.p99(r.name):8.2f} ms  "
+                  f"× tensorkiln fp32 {res.ratio(r.name):.3f}  × onnxruntime int8 "
+                  f"{res.ratio(r.name, 'onnxruntime int8 (QDQ)'):.3f}")
+        del sess
     del name
 
 

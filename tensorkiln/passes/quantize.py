@@ -124,13 +124,30 @@ def run_inplace(graph: Graph, report: RuleReport) -> bool:
     return mark_inplace_residual(graph, report)
 
 
-def _quantized_layer(graph: Graph, n: Node, plan: QuantPlan, stored: set[int], qp: dict[int, QParams]) -> Node:
+def stored_params(graph: Graph, plan: QuantPlan, layers: list[Node]) -> tuple[Any, dict[int, QParams]]:
+    """(storage plan, scale/zero point of every stored uint8 value) for these int8 layers."""
+    st = plan_storage(graph, layers)
+    qp = {id(v): _params(plan, st.param_source[id(v)]) for n in graph.nodes for v in n.outputs if id(v) in st.stored}
+    return st, qp
+
+
+def int8_node(n: Node, plan: QuantPlan, stored: set[int], qp: dict[int, QParams]) -> Node:
+    """The int8 node for layer ``n`` on its own (weights as free-standing constants): what
+    ``apply`` puts in the graph, for timing it against the float layer."""
+    return _quantized_layer(None, n, plan, stored, qp)
+
+
+def _quantized_layer(graph: Graph | None, n: Node, plan: QuantPlan, stored: set[int],
+                     qp: dict[int, QParams]) -> Node:
     kind = layer_kind(n)
     x, w = n.inputs[0], n.inputs[1]
     assert x is not None and w is not None and w.const is not None
     q, s = quantize_weight(w.const)
-    qv = graph.add_constant(graph.fresh_name(f"{n.name}_Wq"), q)
-    sv = graph.add_constant(graph.fresh_name(f"{n.name}_Ws"), s)
+    if graph is None:
+        qv, sv = Value(f"{n.name}_Wq", const=q), Value(f"{n.name}_Ws", const=s)
+    else:
+        qv = graph.add_constant(graph.fresh_name(f"{n.name}_Wq"), q)
+        sv = graph.add_constant(graph.fresh_name(f"{n.name}_Ws"), s)
     b = n.inputs[2] if len(n.inputs) > 2 else None
     attrs: dict[str, Any] = dict(n.attrs)
     xp = qp.get(id(x)) or _params(plan, x)

@@ -4,6 +4,7 @@
 # before -> after:  y = Q(Relu?(Add(DQ(QConv(…)), DQ(zq))))             ->  y = QConv(…, z=zq){relu?}
 # before -> after:  y = Q(Relu?(Gemm|MatMul(DQ(xq), DQ(wq), DQ(bq)?)))  ->  y = QGemm(xq, wq, ws, b){relu?}
 # before -> after:  y = Q(MaxPool(DQ(xq)))  (same scale, zero point)    ->  y = QMaxPool(xq)
+# before -> after:  y = Q(x) / DQ(q)  (per tensor, uint8, left over)   ->  y = Quantize(x) / Dequantize(q)
 
 Runs before constant folding (which would turn the weights' DequantizeLinear into float
 constants). The model's scales and zero points are used as written: activations uint8 per
@@ -277,6 +278,34 @@ def _maxpool(graph: Graph, pool: Node, report: RuleReport) -> bool:
     return True
 
 
+def _fast_qdq(graph: Graph, node: Node) -> bool:
+    """Per-tensor uint8 QuantizeLinear / DequantizeLinear left over → tensorkiln::Quantize / Dequantize."""
+    if node.domain != "" or node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+        return False
+    p = act_params(node)
+    x = node.inputs[0]
+    if isinstance(p, str) or x is None or x.const is not None:
+        return False
+    if node.op_type == "QuantizeLinear":
+        if x.dtype not in (DType.FLOAT32, None) or int(node.attrs.get("saturate", 1)) != 1 or \
+                int(node.attrs.get("output_dtype", 0)) not in (0, DType.UINT8.value):
+            return False
+        new = Node("Quantize", [x], list(node.outputs), {"y_scale": p[0], "y_zero_point": p[1]}, node.name, DOMAIN,
+                   1, origin=list(node.origin))
+    else:
+        if x.dtype not in (DType.UINT8, None) or int(node.attrs.get("output_dtype", 0)) not in (0, 1):
+            return False
+        new = Node("Dequantize", [x], list(node.outputs), {"x_scale": p[0], "x_zero_point": p[1]}, node.name,
+                   DOMAIN, 1, origin=list(node.origin))
+    i = graph.nodes.index(node)
+    graph.remove_node(node)
+    graph.nodes.insert(i, new)
+    x.uses.append((new, 0))
+    for v in new.outputs:
+        v.producer = new
+    return True
+
+
 def run(graph: Graph, report: RuleReport) -> bool:
     narrowed: list[str] = []
     fired = 0
@@ -291,6 +320,9 @@ def run(graph: Graph, report: RuleReport) -> bool:
                 fired += _fuse_add(graph, node, report)
         elif node in graph.nodes and node.domain == "" and node.op_type == "MaxPool":
             fired += _maxpool(graph, node, report)
+    if fired:  # the activations' remaining Q/DQ (around float ops) run on the fast uint8 kernels
+        for node in list(graph.nodes):
+            _fast_qdq(graph, node)
     for name in narrowed:
         report.reject(Node("QConv", [], [], name=name), "weights wider than 7 bits re-rounded to 7 bits (no VNNI)")
     report.fired += fired

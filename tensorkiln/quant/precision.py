@@ -36,6 +36,7 @@ from tensorkiln.quant.plan import QuantPlan, candidate_reason, layer_key, layer_
 from tensorkiln.quant.runner import GraphRunner
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "best")
+SPEED_MARGIN = 0.10  # an int8 layer more than 10 % slower than its float kernel stays fp32 (unless strict)
 LAYER_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 _ORIGINAL_OPS = {"conv": {"Conv", "FusedConv"}, "gemm": {"Gemm", "MatMul", "FusedGemm"}}
 
@@ -86,7 +87,8 @@ def plan_int8(graph: Graph, runner: GraphRunner, data: Iterable[Mapping[str, Any
               calibrator: str = "auto", cache_path: str | None = None, budget: float | None = 0.01,
               metric: str | Callable[..., float] = "auto", strict: bool = False,
               overrides: Mapping[str, str] | None = None, progress: bool = False,
-              chunk: int = 32, max_held_out: int = 64, auto_samples: int = 8) -> Int8Result:
+              chunk: int = 32, max_held_out: int = 64, auto_samples: int = 8, speed_check: bool = True,
+              make_kernel: Callable[[Node], Any] | None = None) -> Int8Result:
     overrides = dict(overrides or {})
     candidates: list[Node] = []
     rejected: list[tuple[str, str]] = []
@@ -163,6 +165,18 @@ def plan_int8(graph: Graph, runner: GraphRunner, data: Iterable[Mapping[str, Any
                       simulated_score=sel.score)
     elif ev is not None:
         report["simulated_score"] = ev.score(chosen)
+    if speed_check and not strict and held_out and chosen and make_kernel is not None:
+        from tensorkiln.quant.speed import time_layers
+
+        timing = time_layers(graph, runner, make_kernel, chosen, rmap, _first_samples(held_out, 1)[0])
+        slower = {k for k, (_, _, r) in timing.items() if r > 1.0 + SPEED_MARGIN}
+        if slower:
+            chosen = [n for n in chosen if layer_key(n) not in slower or layer_key(n) in forced]
+            if ev is not None:
+                report["simulated_score"] = ev.score(chosen)
+        names = {layer_key(n): n.name for n in candidates}
+        report["speed_ms"] = {names[k]: [round(f, 4), round(q, 4)] for k, (f, q, _) in timing.items()}
+        report["kept_fp32_for_speed"] = [names[k] for k in sorted(slower) if k not in forced]
     if ev is not None:
         report["evaluations"] = ev.count
     if use_budget:
@@ -237,7 +251,9 @@ def precision_step(graph: Graph, cfg: Any, data: Iterable[Mapping[str, Any]] | N
         if has_candidates and (data is not None or cfg.calibration_cache):
             from tensorkiln.passes import quantize as quantize_pass
 
-            res = plan_int8(graph, make_runner(graph), data, calibrator=cfg.calibrator,
+            runner = make_runner(graph)
+            res = plan_int8(graph, runner, data, calibrator=cfg.calibrator,
+                            make_kernel=getattr(runner, "make_kernel", None), speed_check=cfg.opt_level >= 1,
                             cache_path=cfg.calibration_cache or None, budget=cfg.accuracy_budget,
                             metric=metric if metric is not None else cfg.accuracy_metric, strict=cfg.strict,
                             overrides=overrides, progress=cfg.progress)

@@ -75,7 +75,8 @@ def test_build_int8_small_cnn_accuracy_and_report() -> None:
     m = small_cnn()
     x_cal, x = images(64), images(16, seed=9)
     fp = tensorkiln.build(m)
-    q = tensorkiln.build(m, precision="int8", calibration_data=[{"x": x_cal[i:i + 8]} for i in range(0, 64, 8)])
+    q = tensorkiln.build(m, precision="int8", calibration_data=[{"x": x_cal[i:i + 8]} for i in range(0, 64, 8)],
+                         opt_level=0)
     ref, got = fp.run({"x": x})["logits"], q.run({"x": x})["logits"]
     assert (ref.argmax(1) == got.argmax(1)).mean() >= 0.9
     cos = (ref * got).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
@@ -96,3 +97,16 @@ def test_int8_engine_saves_and_loads(tmp_path) -> None:  # type: ignore[no-untyp
     back = tensorkiln.load(tmp_path / "q.tkengine")
     np.testing.assert_array_equal(back.run({"x": x})["logits"], q.run({"x": x})["logits"])
     assert back.config.precision == "int8"
+
+
+def test_speed_check_times_int8_layers_and_reports() -> None:
+    m, x_cal = small_cnn(), images(40)
+    q = tensorkiln.build(m, precision="int8", calibration_data=[{"x": x_cal}])  # default opt_level: timed
+    rep = q.build_reports["precision"]
+    # every layer the budget allowed in int8 was timed against its float kernel; slower ones stayed fp32
+    assert set(rep["speed_ms"]) | set(rep["kept_fp32_for_accuracy"]) == set(rep["layers"])
+    assert all(len(t) == 2 and t[0] > 0 and t[1] > 0 for t in rep["speed_ms"].values())
+    assert all(rep["layers"][n] == "fp32" for n in rep["kept_fp32_for_speed"])
+    ops = {s["name"]: s["op"] for s in q.steps()}
+    for name, prec in rep["layers"].items():
+        assert ops[name].startswith("tensorkiln::Q") == (prec == "int8"), (name, prec, ops[name])

@@ -76,7 +76,7 @@ def test_calibration_feed_errors() -> None:
 
 def test_layer_overrides_by_name_and_op_type() -> None:
     m, x = small_cnn(), images(32)
-    e = tensorkiln.build(m, precision="int8", calibration_data=_feeds(x, 8),
+    e = tensorkiln.build(m, precision="int8", calibration_data=_feeds(x, 8), opt_level=0,
                          layer_precision={"conv2": "fp32", "Gemm": "fp32"})
     layers = e.build_reports["precision"]["layers"]
     assert layers["conv2"] == "fp32" and layers["fc1"] == "fp32" and layers["fc2"] == "fp32"
@@ -86,7 +86,7 @@ def test_layer_overrides_by_name_and_op_type() -> None:
 
 
 def test_auto_calibrator_picks_per_tensor_and_reports() -> None:
-    e = tensorkiln.build(small_cnn(), precision="int8", calibration_data=_feeds(images(64), 16))
+    e = tensorkiln.build(small_cnn(), precision="int8", calibration_data=_feeds(images(64), 16), opt_level=0)
     rep = e.build_reports["precision"]
     assert rep["calibrator"] == "auto" and sum(rep["methods"].values()) >= 5  # tensors the int8 plan quantizes
     assert set(rep["methods"]) <= {"minmax", "entropy", "percentile-99.9", "percentile-99.99", "percentile-99.999",

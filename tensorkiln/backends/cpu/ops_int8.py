@@ -38,10 +38,11 @@ _LINEAR_POST = {"": "none", "Relu": "relu"}
 
 
 def quantize_u8(x: torch.Tensor, scale: float, zp: int) -> torch.Tensor:
-    """float → uint8 ``clamp(round(x / scale) + zp, 0, 255)`` (PyTorch's rounding), keeping the memory format."""
+    """float → uint8 ``clamp(round_half_even(x / scale) + zp, 0, 255)`` (ONNX QuantizeLinear), keeping the
+    memory format."""
     if x.dtype != torch.float32:
         x = x.float()
-    return x.mul(1.0 / scale).round_().add_(zp).clamp_(0, 255).to(torch.uint8)
+    return x.div(scale).round_().add_(zp).clamp_(0, 255).to(torch.uint8)
 
 
 def dequantize_u8(q: torch.Tensor, scale: float, zp: int) -> torch.Tensor:
