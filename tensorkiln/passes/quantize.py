@@ -124,6 +124,35 @@ def run_inplace(graph: Graph, report: RuleReport) -> bool:
     return mark_inplace_residual(graph, report)
 
 
+def apply_dynamic(graph: Graph, layers: list[Node]) -> list[str]:
+    """FusedGemm → DynQGemm (int8 weights, activations quantized per call); returns the names.
+
+    # before -> after:  y = FusedGemm(x, W, b){act}  ->  y = DynQGemm(x, Wq, Ws, b){act}
+    """
+    done: list[str] = []
+    for n in layers:
+        if n.domain != DOMAIN or n.op_type != "FusedGemm" or n not in graph.nodes:
+            continue
+        w = n.inputs[1]
+        assert w is not None and w.const is not None
+        q, s = quantize_weight(w.const)
+        qv = graph.add_constant(graph.fresh_name(f"{n.name}_Wq"), q)
+        sv = graph.add_constant(graph.fresh_name(f"{n.name}_Ws"), s)
+        b = n.inputs[2] if len(n.inputs) > 2 else None
+        new = Node("DynQGemm", [n.inputs[0], qv, sv, b], list(n.outputs), dict(n.attrs), n.name, DOMAIN, 1,
+                   origin=list(n.origin))
+        i = graph.nodes.index(n)
+        graph.remove_node(n)
+        graph.nodes.insert(i, new)
+        for k, v in enumerate(new.inputs):
+            if v is not None:
+                v.uses.append((new, k))
+        for v in new.outputs:
+            v.producer = new
+        done.append(n.name)
+    return done
+
+
 def stored_params(graph: Graph, plan: QuantPlan, layers: list[Node]) -> tuple[Any, dict[int, QParams]]:
     """(storage plan, scale/zero point of every stored uint8 value) for these int8 layers."""
     st = plan_storage(graph, layers)

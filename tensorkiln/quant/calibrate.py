@@ -26,7 +26,7 @@ from tensorkiln.quant.qparams import QParams
 from tensorkiln.quant.runner import GraphRunner
 from tensorkiln.quant.simulate import fake_quant
 
-CALIBRATORS = ("auto", *METHODS, "percentile")
+CALIBRATORS = ("auto", *METHODS, "percentile", "dynamic")
 
 
 @dataclass

@@ -246,7 +246,16 @@ def precision_step(graph: Graph, cfg: Any, data: Iterable[Mapping[str, Any]] | N
     wants_float = cfg.precision in ("fp16", "bf16", "best") or any(v in ("fp16", "bf16") for v in overrides.values())
     if wants_float:
         report.update(lowp.decide(cfg.precision, cfg.strict, overrides))
-    if cfg.precision in ("int8", "best") or "int8" in overrides.values():
+    if cfg.calibrator == "dynamic" and (cfg.precision in ("int8", "best") or "int8" in overrides.values()):
+        from tensorkiln.passes import quantize as quantize_pass
+
+        layers = [n for n in graph.nodes if layer_kind(n) == "gemm" and candidate_reason(n) is None
+                  and override_for(n, overrides) in (None, "int8")]
+        done = quantize_pass.apply_dynamic(graph, layers)
+        report.update(fired=len(done), calibrator="dynamic",
+                      layers={n.name: ("int8-dynamic" if n.name in done else "fp32")
+                              for n in graph.nodes if layer_kind(n) or n.op_type == "DynQGemm"})
+    elif cfg.precision in ("int8", "best") or "int8" in overrides.values():
         has_candidates = any(layer_kind(n) and candidate_reason(n) is None for n in graph.nodes)
         if has_candidates and (data is not None or cfg.calibration_cache):
             from tensorkiln.passes import quantize as quantize_pass

@@ -8,6 +8,8 @@ All run oneDNN's int8 primitives through PyTorch on plain ``uint8`` / ``int8`` t
   next int8 layer) or written as fp32 (dequantization fused). A float input is quantized
   first (one ``quantize_per_tensor``).
 * ``QGemm``: ``onednn::qlinear_pointwise`` likewise, over the last axis.
+* ``DynQGemm``: dynamic quantization — int8 weights, the input quantized per call over its
+  own range, float32 output.
 * ``Quantize`` / ``Dequantize``: uint8 ⇄ float32 at the border of an int8 region.
 * ``QMaxPool``: max pooling on uint8 codes (max commutes with quantization, so scale and zero
   point pass through), as the maximum of strided views: ATen's max_pool2d has no fast
@@ -188,6 +190,38 @@ def qgemm(node: Node, ctx: BuildContext) -> Kernel:
     return kernel
 
 
+def dynamic_qgemm(node: Node, ctx: BuildContext) -> Kernel:
+    """Dynamic quantization: int8 weights (per output channel), the input quantized per call to
+    uint8 over its own [min, max] (with 0), float32 output."""
+    qw_np, ws_np = const_input(node, 1), const_input(node, 2)
+    if qw_np is None or ws_np is None:
+        raise unsupported(node, "DynQGemm needs constant int8 weights and scales")
+    qw, ws = torch_const(qw_np), torch_const(ws_np)
+    b_np = const_input(node, 3)
+    b = torch_const(b_np) if b_np is not None else None
+    act_name = str(node.attrs.get("activation", ""))
+    act, _, _, _ = make_activation(act_name, list(node.attrs.get("activation_params", [])))
+    post = _LINEAR_POST.get(act_name)
+    after = None if post is not None else act
+    post = post or "none"
+    wp = torch.ops.onednn.qlinear_prepack(qw, None)
+    wz = torch.zeros(qw.shape[0], dtype=torch.int64)
+    lin = torch.ops.onednn.qlinear_pointwise
+
+    def kernel(x: torch.Tensor, _w: Any = None, _s: Any = None, _b: Any = None) -> torch.Tensor:
+        if x.dtype != torch.float32:
+            x = x.float()
+        x = x.contiguous()
+        mn, mx = torch.aminmax(x)
+        lo, hi = min(float(mn), 0.0), max(float(mx), 0.0)
+        scale = (hi - lo) / 255.0 if hi > lo else 1.0
+        zp = min(max(round(-lo / scale), 0), 255)
+        y = lin(quantize_u8(x, scale, zp), scale, zp, wp, ws, wz, b, 1.0, 0, torch.float32, post, [], "")
+        return after(y) if after is not None else y
+
+    return kernel
+
+
 def quantize(node: Node, ctx: BuildContext) -> Kernel:
     s, z = _q(node, "y")
 
@@ -241,6 +275,7 @@ def qmaxpool(node: Node, ctx: BuildContext) -> Kernel:
 KERNELS: dict[str, Factory] = {
     "tensorkiln::QConv": qconv,
     "tensorkiln::QGemm": qgemm,
+    "tensorkiln::DynQGemm": dynamic_qgemm,
     "tensorkiln::Quantize": quantize,
     "tensorkiln::Dequantize": dequantize,
     "tensorkiln::QMaxPool": qmaxpool,
