@@ -1,4 +1,4 @@
-"""Explicit quantization (QDQ models, e.g. onnxruntime's ``quantize_static`` QDQ format) → int8 kernels.
+"""Explicit quantization (QDQ and QOperator models, e.g. onnxruntime's ``quantize_static``) → int8 kernels.
 
 # before -> after:  y = Q(Relu?(Conv(DQ(xq), DQ(wq), DQ(bq))))        ->  y = QConv(xq, wq, ws, b){relu?}
 # before -> after:  y = Q(Relu?(Add(DQ(QConv(…)), DQ(zq))))             ->  y = QConv(…, z=zq){relu?}
@@ -278,6 +278,146 @@ def _maxpool(graph: Graph, pool: Node, report: RuleReport) -> bool:
     return True
 
 
+# ------------------------------------------------------------------ QOperator format
+# before -> after:  y = QLinearConv(xq, xs, xz, wq, ws, 0, ys, yz, bq)           ->  y = QConv(xq, wq, ws, b)
+# before -> after:  y = QLinearMatMul(aq, …, wq, …) / com.microsoft QGemm(aq, …)   ->  y = QGemm(aq, wq, ws, b)
+# before -> after:  y = com.microsoft QLinearAdd(QConv(…), zq)                     ->  y = QConv(…, z=zq)
+# before -> after:  y = MaxPool(q:uint8)                                          ->  y = QMaxPool(q)
+
+
+def _scalar_q(node: Node, si: int, zi: int) -> tuple[float, int] | str:
+    s = _const(node.inputs[si]) if si < len(node.inputs) else None
+    z = _const(node.inputs[zi]) if zi < len(node.inputs) else None
+    if s is None or s.size != 1 or z is None or z.size != 1:
+        return "scale / zero point are not constant scalars"
+    if z.dtype != np.uint8:
+        return f"activations are {z.dtype}; the int8 kernels take uint8 activations"
+    return float(s.reshape(-1)[0]), int(z.reshape(-1)[0])
+
+
+def _const_weight(v: Value | None, s: Value | None, z: Value | None,
+                  k_axis: int) -> tuple[np.ndarray, np.ndarray] | str:
+    q, sc = _const(v), _const(s)
+    zc = _const(z) if z is not None else None
+    if q is None or sc is None:
+        return "weight or its scale is not a constant"
+    if q.dtype != np.int8:
+        return f"weights are {q.dtype}; the int8 kernels take int8 weights"
+    if zc is not None and np.any(zc != 0):
+        return "weight zero point is not 0"
+    k = q.shape[k_axis]
+    if sc.size not in (1, k):
+        return "weight scales are neither per tensor nor per output channel"
+    return q, np.broadcast_to(sc.astype(np.float32).reshape(-1), (k,)).copy()
+
+
+def _replace(graph: Graph, old: Node, new: Node) -> None:
+    i = graph.nodes.index(old)
+    graph.remove_node(old)
+    graph.nodes.insert(i, new)
+    for k, v in enumerate(new.inputs):
+        if v is not None:
+            v.uses.append((new, k))
+    for v in new.outputs:
+        v.producer = new
+
+
+def _qop_layer(graph: Graph, node: Node, report: RuleReport, narrowed: list[str]) -> bool:
+    op = node.qualified_op
+    if op == "QLinearConv":
+        xi, wi, yi, bi, kaxis = (1, 2), 3, (6, 7), 8, 0
+    elif op == "QLinearMatMul":
+        xi, wi, yi, bi, kaxis = (1, 2), 3, (6, 7), -1, 1
+    else:  # com.microsoft::QGemm
+        if int(node.attrs.get("transA", 0)):
+            report.reject(node, "QGemm with transA")
+            return False
+        kaxis = 0 if int(node.attrs.get("transB", 0)) else 1
+        xi, wi, yi, bi = (1, 2), 3, (7, 8), 6
+    xp = _scalar_q(node, *xi)
+    has_y = yi[0] < len(node.inputs) and node.inputs[yi[0]] is not None
+    yp = _scalar_q(node, *yi) if has_y else None
+    w = _const_weight(node.inputs[wi], node.inputs[wi + 1], node.inputs[wi + 2] if wi + 2 < len(node.inputs)
+                      else None, kaxis)
+    why = xp if isinstance(xp, str) else yp if isinstance(yp, str) else w if isinstance(w, str) else None
+    if op == "QLinearConv" and node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID", ""):
+        why = "auto_pad SAME"
+    if why is not None:
+        report.reject(node, why)
+        return False
+    assert not isinstance(xp, str) and not isinstance(w, str) and not isinstance(yp, str)
+    q, scales = w
+    if op == "QLinearConv" and q.ndim != 4:
+        report.reject(node, "not a 2-D convolution")
+        return False
+    if op != "QLinearConv":
+        if q.ndim != 2:
+            report.reject(node, "weight is not 2-D")
+            return False
+        q = np.ascontiguousarray(q if kaxis == 0 else q.T)
+        scales = scales * np.float32(float(node.attrs.get("alpha", 1.0)) if op != "QLinearMatMul" else 1.0)
+    bias = None
+    if 0 <= bi < len(node.inputs) and node.inputs[bi] is not None:
+        bq = _const(node.inputs[bi])
+        if bq is None:
+            report.reject(node, "bias is not a constant")
+            return False
+        bias = (bq.astype(np.float64).reshape(-1) * xp[0] * scales.astype(np.float64)).astype(np.float32)
+    q, scales, changed = _narrow(q, scales)
+    if changed:
+        narrowed.append(node.name)
+    out = node.outputs[0]
+    attrs: dict[str, Any] = {"activation": "", "activation_params": [], "x_scale": xp[0], "x_zero_point": xp[1]}
+    if yp is not None:
+        attrs.update(out_dtype="uint8", y_scale=yp[0], y_zero_point=yp[1])
+    else:
+        attrs["out_dtype"] = "float32"
+    if op == "QLinearConv":
+        attrs.update({k: v for k, v in node.attrs.items() if k in ("strides", "pads", "dilations", "group",
+                                                                      "auto_pad")}, layout="nhwc")
+    qv = graph.add_constant(graph.fresh_name(f"{node.name}_Wq"), q)
+    sv = graph.add_constant(graph.fresh_name(f"{node.name}_Ws"), scales)
+    bv = graph.add_constant(graph.fresh_name(f"{node.name}_B"), bias) if bias is not None else None
+    is_conv = op == "QLinearConv"
+    new = Node("QConv" if is_conv else "QGemm", [node.inputs[0], qv, sv, bv] + ([None] if is_conv else []),
+               [out], attrs, node.name, DOMAIN, 1, origin=list(node.origin))
+    _replace(graph, node, new)
+    return True
+
+
+def _qop_add(graph: Graph, add: Node) -> bool:
+    """com.microsoft QLinearAdd(a, as, az, b, bs, bz, ys, yz) of a QConv's sole output → its sum post-op."""
+    for side, other in ((0, 3), (3, 0)):
+        a = add.inputs[side]
+        conv = a.producer if a is not None else None
+        if conv is None or conv.domain != DOMAIN or conv.op_type != "QConv" or conv.inputs[4] is not None:
+            continue
+        if conv.attrs.get("activation") or conv.attrs.get("out_dtype") != "uint8" or only_reader(graph, a) is not add:
+            continue
+        zp, yp = _scalar_q(add, other + 1, other + 2), _scalar_q(add, 6, 7)
+        b = add.inputs[other]
+        if isinstance(zp, str) or isinstance(yp, str) or b is None or a is None or a.shape is None or \
+                tuple(a.shape) != tuple(b.shape or ()):
+            continue
+        attrs = dict(conv.attrs)
+        attrs.update(z_scale=zp[0], z_zero_point=zp[1], y_scale=yp[0], y_zero_point=yp[1])
+        out = add.outputs[0]
+        _replace_conv(graph, conv, [*conv.inputs[:4], b], out, attrs, [add])
+        return True
+    return False
+
+
+def _u8_maxpool(graph: Graph, pool: Node) -> bool:
+    x = pool.inputs[0]
+    if x is None or x.dtype != DType.UINT8 or not is_transparent(pool):
+        return False
+    attrs = dict(pool.attrs)
+    attrs.update(x_scale=1.0, x_zero_point=0)  # max over codes: scale and zero point pass through
+    _replace(graph, pool, Node("QMaxPool", [x], list(pool.outputs), attrs, pool.name, DOMAIN, 1,
+                               origin=list(pool.origin)))
+    return True
+
+
 def _fast_qdq(graph: Graph, node: Node) -> bool:
     """Per-tensor uint8 QuantizeLinear / DequantizeLinear left over → tensorkiln::Quantize / Dequantize."""
     if node.domain != "" or node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
@@ -314,6 +454,14 @@ def run(graph: Graph, report: RuleReport) -> bool:
             if _producer(node.inputs[0], "DequantizeLinear") is None:
                 continue
             fired += _layer(graph, node, report, narrowed)
+    for node in list(graph.nodes):
+        if node.qualified_op in ("QLinearConv", "QLinearMatMul", "com.microsoft::QGemm") and node in graph.nodes:
+            fired += _qop_layer(graph, node, report, narrowed)
+    for node in list(graph.nodes):
+        if node in graph.nodes and node.qualified_op == "com.microsoft::QLinearAdd":
+            fired += _qop_add(graph, node)
+        elif node in graph.nodes and node.domain == "" and node.op_type == "MaxPool" and fired:
+            fired += _u8_maxpool(graph, node)
     for node in list(graph.nodes):
         if node in graph.nodes and node.domain == "" and node.op_type == "Add":
             if all(_producer(v, "DequantizeLinear") is not None for v in node.inputs[:2]):

@@ -79,10 +79,15 @@ def test_qoperator_model_runs_and_matches_onnxruntime(tmp_path: Path, per_channe
     path, lsb = _quantize(tmp_path, "qop", per_channel, reduce_range=True)
     x = images(16, seed=5)
     e = tensorkiln.build(str(path))
-    ops = {s["op"] for s in e.steps()}
-    assert "QLinearConv" in ops or "tensorkiln::QConv" in ops
+    ops = [s["op"] for s in e.steps()]
+    assert ops.count("tensorkiln::QConv") == 3 and ops.count("tensorkiln::QGemm") == 2, ops
+    assert "tensorkiln::QMaxPool" in ops and "com.microsoft::QLinearAdd" not in ops  # residual fused
     got = e.run({"x": x})["logits"]
     assert float(np.abs(got - _ort(path, x, optimized=True)).max()) <= 3 * lsb + 1e-6
+    # the exact integer kernels (fusion off) agree with onnxruntime to the step
+    plain = tensorkiln.build(str(path), fusion=False)
+    assert "QLinearConv" in {s["op"] for s in plain.steps()}
+    assert float(np.abs(plain.run({"x": x})["logits"] - _ort(path, x, optimized=True)).max()) <= lsb + 1e-6
 
 
 def test_qdq_without_fusion_runs_as_written(tmp_path: Path) -> None:
