@@ -272,6 +272,9 @@ def precision_step(graph: Graph, cfg: Any, data: Iterable[Mapping[str, Any]] | N
             report["fired"] = len(applied["int8"])
             report["why_not"] = [list(x) for x in res.report.get("rejected", [])]
             step.int8 = res
+        elif has_candidates and cfg.precision == "best":
+            report.setdefault("notes", []).append("int8: no calibration_data or calibration_cache given, so no layer "
+                                                  "was considered for int8")
         elif has_candidates and cfg.precision == "int8" and not _explicitly_quantized(graph):
             raise OptionError("precision='int8' needs calibration_data (an iterable of feeds) or an existing "
                               "calibration_cache; explicitly quantized (Q/DQ) models need neither")

@@ -91,3 +91,28 @@ def test_auto_calibrator_picks_per_tensor_and_reports() -> None:
     assert rep["calibrator"] == "auto" and sum(rep["methods"].values()) >= 5  # tensors the int8 plan quantizes
     assert set(rep["methods"]) <= {"minmax", "entropy", "percentile-99.9", "percentile-99.99", "percentile-99.999",
                                    "mse"}
+
+
+def test_precision_best_uses_int8_with_data_and_explains_float_formats() -> None:
+    from tensorkiln.quant.lowp import computes_in
+
+    e = tensorkiln.build(small_cnn(), precision="best", calibration_data=_feeds(images(32), 8), opt_level=0)
+    rep = e.build_reports["precision"]
+    assert "int8" in rep["layers"].values()
+    if not computes_in("fp16") and not computes_in("bf16"):
+        assert any("storage only" in n for n in rep["notes"]), rep["notes"]
+    none = tensorkiln.build(small_cnn(), precision="best").build_reports["precision"]
+    assert any("no calibration_data" in n for n in none["notes"])
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16"])
+def test_strict_fp16_bf16_run_correctly(fmt: str) -> None:
+    x = images(8)
+    ref = tensorkiln.build(small_cnn()).run({"x": x})["logits"]
+    e = tensorkiln.build(small_cnn(), precision=fmt, strict=True)
+    got = e.run({"x": x})["logits"]
+    rep = e.build_reports["precision"]
+    assert set(rep["layers"].values()) == {fmt} and rep["float_precision"] == fmt
+    tol = 2e-3 if fmt == "fp16" else 2e-2  # 11 vs 8 significant bits in storage
+    assert float(np.abs(got - ref).max()) <= tol * float(np.abs(ref).max()) * 4
+    assert not np.array_equal(got, ref)  # the low-precision storage really happened
