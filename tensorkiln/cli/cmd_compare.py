@@ -34,6 +34,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference-model", help="run the reference on this .onnx instead of MODEL "
                                              "(e.g. the model before a change)")
     p.add_argument("--no-optimize", action="store_true", help="build the engine under test without graph passes")
+    p.add_argument("--strict", action="store_true",
+                   help="force the precision on every layer it can run (no fall-back to fp32 for speed or accuracy)")
     p.add_argument("--disable-pass", action="append", metavar="PASS", default=[],
                    help="build the engine under test without this pass (repeatable), to bisect")
     p.add_argument("--threads", type=int, default=None)
@@ -93,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         opts["passes_disabled"] = list(args.disable_pass)
     if args.threads:
         opts["threads"] = args.threads
+    if args.strict:
+        opts["strict"] = True
     try:
         specs = onnx_input_specs(onnx.load(str(ref_model.path), load_external_data=False))
     except Exception as e:

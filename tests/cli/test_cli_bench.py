@@ -146,7 +146,8 @@ def test_compare_int8_build_dequantizes_its_taps(tmp_path: Path, capsys: pytest.
     p = tmp_path / "float.onnx"
     onnx.save(qdq_net(quantized=False), str(p))
     out = tmp_path / "i.json"
-    assert main(["compare", str(p), "--precision", "int8", "--reference", "fp32", "--batch", "4",
+    # --strict: int8 on every layer (without it the builder keeps layers fp32 where int8 times slower)
+    assert main(["compare", str(p), "--precision", "int8", "--strict", "--reference", "fp32", "--batch", "4",
                  "--calibration-batches", "4", "--find-divergence", "--all-taps", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["precision"] == "int8" and data["outputs"][0]["passed"]  # within the int8 default 0.1 tolerances
