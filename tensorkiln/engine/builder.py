@@ -66,4 +66,5 @@ def _graph_runner(graph: Graph) -> ProgramRunner:
         raise OptionError("calibration cannot rebuild layers with subgraphs")
 
     ctx = BuildContext(compile_subgraph=no_subgraphs)
-    return ProgramRunner(graph, lambda g: lower(g, REGISTRY), lambda n: REGISTRY[(n.domain, n.op_type)](n, ctx))
+    return ProgramRunner(graph, lambda g: lower(g, REGISTRY),  # type: ignore[arg-type]
+                         lambda n: REGISTRY[(n.domain, n.op_type)](n, ctx))

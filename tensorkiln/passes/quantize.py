@@ -60,19 +60,19 @@ def apply(graph: Graph, plan: QuantPlan) -> dict[str, Any]:
             new = Node("QMaxPool", [src], list(n.outputs), attrs, n.name, DOMAIN, 1, origin=list(n.origin))
             replaced[id(n)] = new
             int8_readers.add((id(new), 0))
-    for i, n in enumerate(graph.nodes):
-        new = replaced.get(id(n))
-        if new is None:
+    for i, old in enumerate(graph.nodes):
+        rep = replaced.get(id(old))
+        if rep is None:
             continue
-        for k, v in enumerate(n.inputs):
-            if v is not None:
-                v.uses = [(m, j) for (m, j) in v.uses if not (m is n and j == k)]
-        for k, v in enumerate(new.inputs):
-            if v is not None:
-                v.uses.append((new, k))
-        for v in new.outputs:
-            v.producer = new
-        graph.nodes[i] = new
+        for k, u in enumerate(old.inputs):
+            if u is not None:
+                u.uses = [(m, j) for (m, j) in u.uses if not (m is old and j == k)]
+        for k, u in enumerate(rep.inputs):
+            if u is not None:
+                u.uses.append((rep, k))
+        for u in rep.outputs:
+            u.producer = rep
+        graph.nodes[i] = rep
     for v in stored_vals:
         v.dtype = DType.UINT8
         _dequantize_for_float_readers(graph, v, qp[id(v)], int8_readers)

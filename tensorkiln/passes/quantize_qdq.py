@@ -390,7 +390,7 @@ def _qop_add(graph: Graph, add: Node) -> bool:
     for side, other in ((0, 3), (3, 0)):
         a = add.inputs[side]
         conv = a.producer if a is not None else None
-        if conv is None or conv.domain != DOMAIN or conv.op_type != "QConv" or conv.inputs[4] is not None:
+        if a is None or conv is None or conv.domain != DOMAIN or conv.op_type != "QConv" or conv.inputs[4] is not None:
             continue
         if conv.attrs.get("activation") or conv.attrs.get("out_dtype") != "uint8" or only_reader(graph, a) is not add:
             continue

@@ -41,9 +41,9 @@ def load(path: str | os.PathLike[str]) -> dict[str, TensorRange]:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
         raise OptionError(f"{str(path)!r} is not a tensorkiln calibration cache (format {FORMAT!r} v{VERSION})")
     out: dict[str, TensorRange] = {}
-    for k, e in doc.get("tensors", {}).items():
+    for k, entry in doc.get("tensors", {}).items():
         try:
-            out[k] = TensorRange(float(e["lo"]), float(e["hi"]), str(e.get("method", "?")))
-        except (KeyError, TypeError, ValueError):
-            raise OptionError(f"calibration cache {str(path)!r}: bad entry for tensor {k!r}: {e!r}") from None
+            out[k] = TensorRange(float(entry["lo"]), float(entry["hi"]), str(entry.get("method", "?")))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise OptionError(f"calibration cache {str(path)!r}: bad entry for tensor {k!r}: {entry!r}") from None
     return out

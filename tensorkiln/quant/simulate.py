@@ -67,10 +67,10 @@ def hooks_for(graph: Graph, layers: list[Node], ranges: Mapping[str, tuple[float
             if id(v) in st.stored and id(n) not in st.transparent:
                 h.value_hooks[v.name] = fake_quant(QParams.from_range(*ranges[st.param_source[id(v)].name]))
     for n, i in st.edges:
-        v = n.inputs[i]
-        assert v is not None
-        if id(v) not in st.stored:
-            h.edge_hooks[(layer_key(n), i)] = fake_quant(QParams.from_range(*ranges[v.name]))
+        e = n.inputs[i]
+        assert e is not None
+        if id(e) not in st.stored:
+            h.edge_hooks[(layer_key(n), i)] = fake_quant(QParams.from_range(*ranges[e.name]))
     wc = weights or WeightCache()
     for n in layers:
         h.weights[layer_key(n)] = wc.get(n)
