@@ -111,16 +111,20 @@ class Driver:
             self._pool = None
 
 
-def _loop(fn: Callable[[], Any], clients: int, stop: Callable[[int], bool]) -> tuple[list[float], float]:
-    """Closed loop: ``clients`` threads call ``fn`` until ``stop(done)``; (latencies ms, wall s)."""
+def _loop(fn: Callable[[], Any], clients: int, min_n: int, min_s: float) -> tuple[list[float], float]:
+    """Closed loop: ``clients`` threads call ``fn`` until at least ``min_n`` calls are done and ``min_s``
+    seconds have passed since the loop started; returns (latencies ms, wall s). The wall time is
+    measured from the same start as the deadline, so ``wall >= min_s`` always holds."""
     lat: list[float] = []
     lock = threading.Lock()
+    t0 = time.perf_counter()
+    t_stop = t0 + min_s
 
     def client() -> None:
         clock = time.perf_counter
         while True:
             with lock:
-                if stop(len(lat)):
+                if len(lat) >= min_n and clock() >= t_stop:
                     return
             t0 = clock()
             fn()
@@ -128,7 +132,6 @@ def _loop(fn: Callable[[], Any], clients: int, stop: Callable[[int], bool]) -> t
             with lock:
                 lat.append(dt)
 
-    t0 = time.perf_counter()
     if clients == 1:
         client()
     else:
@@ -147,12 +150,10 @@ def measure(engine: Engine, feeds: Mapping[str, Any], batch: int, *, streams: in
     drv = Driver(engine, streams)
     try:
         fn = lambda: drv.request(feeds)  # noqa: E731
-        t_end = time.perf_counter() + warmup_s
-        _loop(fn, drv.streams, lambda n: n >= drv.streams and time.perf_counter() >= t_end)
+        _loop(fn, drv.streams, drv.streams, warmup_s)
         meter = meter or EnergyMeter.open()
         token = meter.start()
-        t_stop = time.perf_counter() + duration_s
-        lat, wall = _loop(fn, drv.streams, lambda n: n >= iterations and time.perf_counter() >= t_stop)
+        lat, wall = _loop(fn, drv.streams, iterations, duration_s)
         reading = meter.stop(token)
     finally:
         drv.close()
