@@ -68,7 +68,8 @@ def profile_ort(sess: ort.InferenceSession) -> dict[str, float]:
 def compare(name: str, batch: int, rounds: int, threads: int, top: int) -> None:
     path = zoo.get(name)
     feeds = zoo.sample_inputs(name, batch=batch)
-    engine = tensorkiln.build(path)
+    profile = {k: {"min": v.shape, "opt": v.shape, "max": v.shape} for k, v in feeds.items()}
+    engine = tensorkiln.build(path, shapes=profile)  # tactics timed at this batch
     tmp = tempfile.mkdtemp()
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads

@@ -7,6 +7,7 @@ import pytest
 
 import tensorkiln
 from tensorkiln.autotune import TimingCache, merge_caches
+from tensorkiln.backends.cpu.native import why_unavailable, winograd
 from tests.runtime.test_concurrency import conv_model
 
 X = np.random.default_rng(0).standard_normal((2, 3, 12, 12)).astype(np.float32)
@@ -16,8 +17,10 @@ def _tactics(e: tensorkiln.Engine) -> dict[str, str]:
     return {r["node"]: r["chosen"] for r in e.tuning}
 
 
-@pytest.mark.parametrize("tactic", ["onednn-nhwc", "aten-nhwc", "aten-nchw"])
+@pytest.mark.parametrize("tactic", ["onednn-nhwc", "aten-nhwc", "aten-nchw", "winograd-f43"])
 def test_every_conv_tactic_gives_the_same_numbers(tactic: str, tmp_path: Path) -> None:
+    if tactic == "winograd-f43" and not winograd.available():
+        pytest.skip(f"native Winograd kernels unavailable: {why_unavailable('winograd')}")
     ref = tensorkiln.build(conv_model(), optimize=False).run({"x": X})["y"]
     e = tensorkiln.build(conv_model(), opt_level=0)
     conv = next(n for n in e.graph.nodes if n.op_type == "FusedConv")

@@ -79,6 +79,9 @@ def fused_conv(node: Node, ctx: BuildContext) -> Kernel:
     pad = pads[:nd]
     onednn_ok = nd == 2 and torch.backends.mkldnn.is_available() and (act is None or post is not None)
     tactic = node.attrs.get("tactic") or default_conv_tactic(node)
+    if tactic == "winograd-f43" and winograd_ok(node) and not _winograd_available():
+        # an engine tuned on a machine with a C compiler, loaded on one without: same math, direct
+        tactic = default_conv_tactic(node)
     if tactic not in CONV_TACTICS:
         raise unsupported(node, f"unknown FusedConv tactic {tactic!r}; tactics are {list(CONV_TACTICS)}")
     if tactic == "onednn-nhwc" and not onednn_ok:
@@ -147,6 +150,8 @@ def fused_conv(node: Node, ctx: BuildContext) -> Kernel:
 
     if onednn:
         return kernel
+    if tactic == "winograd-f43":
+        return _winograd_kernel(node, w_np, b_np, act, _generic)
 
     if tactic == "aten-nhwc" and nd == 2:
         cl = torch.channels_last
@@ -171,8 +176,58 @@ def fused_conv(node: Node, ctx: BuildContext) -> Kernel:
     return generic_kernel
 
 
+def _act_for_winograd(node: Node) -> str:
+    from tensorkiln.backends.cpu.native.winograd import ACT_CODES
+
+    a = str(node.attrs.get("activation", ""))
+    return a if a in ACT_CODES else ""  # others run after the kernel
+
+
+def _winograd_available() -> bool:
+    from tensorkiln.backends.cpu.native import winograd
+
+    return winograd.available()
+
+
+def winograd_ok(node: Node) -> bool:
+    """A 3x3, stride-1, dilation-1, ungrouped 2-D convolution in the NHWC region."""
+    w = node.inputs[1]
+    if w is None or w.const is None or w.const.ndim != 4 or tuple(w.const.shape[2:]) != (3, 3):
+        return False
+    if node.attrs.get("layout") != "nhwc" or node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", ""):
+        return False
+    if list(node.attrs.get("strides", [1, 1])) != [1, 1] or list(node.attrs.get("dilations", [1, 1])) != [1, 1]:
+        return False
+    return int(node.attrs.get("group", 1)) == 1 and all(0 <= p <= 2 for p in node.attrs.get("pads", [0] * 4))
+
+
+def _winograd_kernel(node: Node, w_np: Any, b_np: Any, act: Act | None,
+                     generic: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]) -> Kernel:
+    from tensorkiln.backends.cpu.native import why_unavailable
+    from tensorkiln.backends.cpu.native.winograd import Wino43
+
+    fused_act = _act_for_winograd(node)
+    if not winograd_ok(node):
+        raise unsupported(node, "tactic winograd-f43 needs a 3x3 stride-1 ungrouped NHWC convolution")
+    try:
+        pads = list(node.attrs.get("pads", [0, 0, 0, 0]))
+        conv = Wino43(w_np, b_np, [pads[0], pads[1], pads[2], pads[3]], fused_act,
+                      list(node.attrs.get("activation_params", [])))
+    except RuntimeError:
+        raise unsupported(node, f"tactic winograd-f43 is unavailable: {why_unavailable('winograd')}") from None
+    after = act if fused_act == "" else None
+
+    def kernel(x: torch.Tensor, _w: Any = None, _b: Any = None, z: torch.Tensor | None = None) -> torch.Tensor:
+        if x.dtype != torch.float32 or (z is not None and z.dtype != torch.float32):
+            return generic(x, z)  # fp16/bf16 runs: ATen
+        y = conv(x, z)
+        return after(y) if after is not None else y
+
+    return kernel
+
+
 # tactic id → version; a version bump invalidates timing-cache entries of that tactic
-CONV_TACTICS = {"onednn-nhwc": 1, "aten-nhwc": 1, "aten-nchw": 1}
+CONV_TACTICS = {"onednn-nhwc": 1, "aten-nhwc": 1, "aten-nchw": 1, "winograd-f43": 1}
 GEMM_TACTICS = {"aten-linear": 1, "onednn-linear": 1}
 
 
@@ -199,6 +254,8 @@ def tactics_for(node: Node) -> dict[str, int]:
             out["aten-nhwc"] = 1
             if default_conv_tactic(_with_layout(node)) == "onednn-nhwc":
                 out["onednn-nhwc"] = 1
+            if winograd_ok(node) and _winograd_available():
+                out["winograd-f43"] = CONV_TACTICS["winograd-f43"]
         return out
     if node.op_type == "FusedGemm":
         return dict(GEMM_TACTICS)
