@@ -227,7 +227,8 @@ def _winograd_kernel(node: Node, w_np: Any, b_np: Any, act: Act | None,
 
 
 # tactic id → version; a version bump invalidates timing-cache entries of that tactic
-CONV_TACTICS = {"onednn-nhwc": 1, "aten-nhwc": 1, "aten-nchw": 1, "winograd-f43": 1}
+# (aten-nchw v2: timed with the reorder to NHWC that its consumers in the channels-last region pay)
+CONV_TACTICS = {"onednn-nhwc": 1, "aten-nhwc": 1, "aten-nchw": 2, "winograd-f43": 1}
 GEMM_TACTICS = {"aten-linear": 1, "onednn-linear": 1}
 
 
@@ -249,11 +250,11 @@ def tactics_for(node: Node) -> dict[str, int]:
     if node.op_type == "FusedConv":
         w = node.inputs[1]
         nd = (w.const.ndim - 2) if w is not None and w.const is not None else 0
-        out = {"aten-nchw": 1}
+        out = {"aten-nchw": CONV_TACTICS["aten-nchw"]}
         if nd == 2 and node.attrs.get("layout") == "nhwc":  # layout=False keeps every conv NCHW
-            out["aten-nhwc"] = 1
+            out["aten-nhwc"] = CONV_TACTICS["aten-nhwc"]
             if default_conv_tactic(_with_layout(node)) == "onednn-nhwc":
-                out["onednn-nhwc"] = 1
+                out["onednn-nhwc"] = CONV_TACTICS["onednn-nhwc"]
             if winograd_ok(node) and _winograd_available():
                 out["winograd-f43"] = CONV_TACTICS["winograd-f43"]
         return out

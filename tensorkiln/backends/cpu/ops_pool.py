@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from tensorkiln.backends.cpu.base import Factory, Kernel, attr, bad_model, unsupported
+from tensorkiln.backends.cpu.native import pool as native_pool
 from tensorkiln.backends.cpu.ops_nn import Geometry, fpad_list, shape_cached
 from tensorkiln.ir import Node
 
@@ -98,8 +99,19 @@ def _maxpool(node: Node, ctx: object) -> Kernel:
             return None, pb
         return fpad_list(pb, need), pb
 
+    native_ok = nsp == 2 and not want_idx and native_pool.available()
+
+    @shape_cached
+    def window(xs: tuple[int, ...]) -> tuple[list[int], list[int]]:
+        pb, _pe, out, _need = _window_plan(geo, ks, ceil, xs)
+        return pb, out
+
     def maxpool(x: torch.Tensor) -> Any:
         x = nhwc_for_pool(x)
+        if native_ok and x.dtype == torch.float32 and x.dim() == 4 and \
+                x.is_contiguous(memory_format=torch.channels_last):
+            pb, out = window(tuple(x.shape[2:]))
+            return native_pool.maxpool2d_nhwc(x, ks, stride, pb, dil, out)
         padl, pb = plan(tuple(x.shape[2:]))
         if padl is None:
             xin, pads, mode = x, pb, ceil

@@ -38,6 +38,14 @@ def test_maxpool(case: int) -> None:
     compare("MaxPool", [("x", rand(*shape))], attrs, n_out=2)
 
 
+@pytest.mark.parametrize("case", [i for i, (shape, _) in enumerate(POOL_CASES) if len(shape) == 4])
+def test_maxpool_many_channels(case: int) -> None:
+    """32 channels and a large plane: the kernel converts to channels-last and (with a C
+    compiler) runs the native NHWC max pool; one output (no indices) so that path is taken."""
+    shape, attrs = POOL_CASES[case]
+    compare("MaxPool", [("x", rand(shape[0], 32, shape[2] * 4, shape[3] * 4))], attrs)
+
+
 @pytest.mark.parametrize("case", range(len(POOL_CASES)))
 @pytest.mark.parametrize("incl", [0, 1])
 def test_averagepool(case: int, incl: int) -> None:

@@ -1,0 +1,38 @@
+"""Max pooling over channels-last float32 tensors with the C kernel in pool.c."""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from tensorkiln.backends.cpu import native
+
+_i, _p = ctypes.c_int, ctypes.c_void_p
+
+
+def library() -> Any:
+    lib = native.load("pool")
+    if lib is not None and not getattr(lib, "_tk_typed", False):
+        lib.tk_maxpool2d_nhwc.argtypes = [_p] + [_i] * 14 + [_p]
+        lib.tk_maxpool2d_nhwc.restype = None
+        lib._tk_typed = True
+    return lib
+
+
+def available() -> bool:
+    return library() is not None
+
+
+def maxpool2d_nhwc(x: torch.Tensor, kernel: Sequence[int], strides: Sequence[int], pads_begin: Sequence[int],
+                   dilations: Sequence[int], out_hw: Sequence[int]) -> torch.Tensor:
+    """``x`` must be a channels-last float32 NCHW tensor; returns channels-last [N, C, *out_hw]."""
+    lib = library()
+    n, c, h, w = x.shape
+    ho, wo = out_hw
+    y = torch.empty((n, c, ho, wo), memory_format=torch.channels_last)
+    lib.tk_maxpool2d_nhwc(x.data_ptr(), n, h, w, c, kernel[0], kernel[1], strides[0], strides[1],
+                          pads_begin[0], pads_begin[1], dilations[0], dilations[1], ho, wo, y.data_ptr())
+    return y

@@ -1,0 +1,27 @@
+"""The native NHWC max pool against ATen's, including windows clipped by padding and ceil mode."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tensorkiln.backends.cpu import native
+from tensorkiln.backends.cpu.native import pool
+
+pytestmark = pytest.mark.skipif(not pool.available(),
+                                reason=f"native pool kernels unavailable: {native.why_unavailable('pool')}")
+
+
+@pytest.mark.parametrize(("shape", "k", "s", "p", "d", "ceil"), [
+    ((1, 64, 112, 112), 3, 2, 1, 1, False),   # ResNet stem
+    ((2, 19, 15, 13), 3, 2, 0, 1, True),      # GoogLeNet-style ceil mode, odd channels
+    ((1, 40, 9, 9), 3, 1, 1, 1, False),       # inception branch pool
+    ((1, 8, 11, 10), 2, 2, 1, 2, True),       # dilation
+    ((3, 5, 1, 1), 1, 1, 0, 1, False),        # 1x1 plane
+])
+def test_matches_aten(shape: tuple[int, ...], k: int, s: int, p: int, d: int, ceil: bool) -> None:
+    x = torch.randn(*shape).contiguous(memory_format=torch.channels_last)
+    ref = torch.max_pool2d(x.contiguous(), k, s, p, d, ceil)
+    y = pool.maxpool2d_nhwc(x, [k, k], [s, s], [p, p], [d, d], list(ref.shape[2:]))
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y, ref, rtol=0, atol=0)
