@@ -79,7 +79,8 @@ def fused_conv(node: Node, ctx: BuildContext) -> Kernel:
     pad = pads[:nd]
     onednn_ok = nd == 2 and torch.backends.mkldnn.is_available() and (act is None or post is not None)
     tactic = node.attrs.get("tactic") or default_conv_tactic(node)
-    if tactic == "winograd-f43" and winograd_ok(node) and not _winograd_available():
+    if (tactic == "winograd-f43" and winograd_ok(node) and not _winograd_available()) or \
+            (tactic == "gemm-1x1" and gemm1x1_ok(node) and not _gemm1x1_available()):
         # an engine tuned on a machine with a C compiler, loaded on one without: same math, direct
         tactic = default_conv_tactic(node)
     if tactic not in CONV_TACTICS:
@@ -152,6 +153,8 @@ def fused_conv(node: Node, ctx: BuildContext) -> Kernel:
         return kernel
     if tactic == "winograd-f43":
         return _winograd_kernel(node, w_np, b_np, act, _generic)
+    if tactic == "gemm-1x1":
+        return _gemm1x1_kernel(node, w_np, b_np, act, _generic)
 
     if tactic == "aten-nhwc" and nd == 2:
         cl = torch.channels_last
@@ -226,9 +229,51 @@ def _winograd_kernel(node: Node, w_np: Any, b_np: Any, act: Act | None,
     return kernel
 
 
+def _gemm1x1_available() -> bool:
+    from tensorkiln.backends.cpu.native import gemm1x1
+
+    return gemm1x1.available()
+
+
+def gemm1x1_ok(node: Node) -> bool:
+    """A 1x1, stride-1, unpadded, ungrouped 2-D convolution in the NHWC region."""
+    w = node.inputs[1]
+    if w is None or w.const is None or w.const.ndim != 4 or tuple(w.const.shape[2:]) != (1, 1):
+        return False
+    if node.attrs.get("layout") != "nhwc" or node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", ""):
+        return False
+    if list(node.attrs.get("strides", [1, 1])) != [1, 1] or any(node.attrs.get("pads", [0] * 4)):
+        return False
+    return int(node.attrs.get("group", 1)) == 1
+
+
+def _gemm1x1_kernel(node: Node, w_np: Any, b_np: Any, act: Act | None,
+                    generic: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]) -> Kernel:
+    from tensorkiln.backends.cpu.native import gemm1x1, why_unavailable
+
+    a = str(node.attrs.get("activation", ""))
+    fused_act = a if a in gemm1x1.ACT_CODES else ""
+    if not gemm1x1_ok(node):
+        raise unsupported(node, "tactic gemm-1x1 needs a 1x1 stride-1 unpadded ungrouped NHWC convolution")
+    try:
+        conv = gemm1x1.Gemm1x1(w_np, b_np, fused_act, list(node.attrs.get("activation_params", [])),
+                               inplace=bool(node.attrs.get("residual_inplace", False)))
+    except RuntimeError:
+        raise unsupported(node, f"tactic gemm-1x1 is unavailable: {why_unavailable('eltwise')}") from None
+    after = act if fused_act == "" else None
+
+    def kernel(x: torch.Tensor, _w: Any = None, _b: Any = None, z: torch.Tensor | None = None) -> torch.Tensor:
+        if x.dtype != torch.float32 or (z is not None and z.dtype != torch.float32):
+            return generic(x, z)  # fp16/bf16 runs: ATen
+        y = conv(x, z)
+        return after(y) if after is not None else y
+
+    return kernel
+
+
 # tactic id → version; a version bump invalidates timing-cache entries of that tactic
 # (aten-nchw v2: timed with the reorder to NHWC that its consumers in the channels-last region pay)
-CONV_TACTICS = {"onednn-nhwc": 1, "aten-nhwc": 1, "aten-nchw": 2, "winograd-f43": 1}
+CONV_TACTICS = {"onednn-nhwc": 1, "aten-nhwc": 1, "aten-nchw": 2, "winograd-f43": 1, "gemm-1x1": 1}
 GEMM_TACTICS = {"aten-linear": 1, "onednn-linear": 1}
 
 
@@ -257,6 +302,8 @@ def tactics_for(node: Node) -> dict[str, int]:
                 out["onednn-nhwc"] = CONV_TACTICS["onednn-nhwc"]
             if winograd_ok(node) and _winograd_available():
                 out["winograd-f43"] = CONV_TACTICS["winograd-f43"]
+            if gemm1x1_ok(node) and _gemm1x1_available():
+                out["gemm-1x1"] = CONV_TACTICS["gemm-1x1"]
         return out
     if node.op_type == "FusedGemm":
         return dict(GEMM_TACTICS)
