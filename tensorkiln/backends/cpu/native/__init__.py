@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 _SRC_DIR = Path(__file__).resolve().parent
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c99"]
@@ -85,22 +86,31 @@ def _compile(src: Path, out: Path, cc: str) -> str | None:
     return None
 
 
-def load(name: str) -> ctypes.CDLL | None:
-    """The compiled library for ``native/<name>.c``, or None (see ``why_unavailable``)."""
+Signatures = dict[str, list[Any]]  # C function name → its ctypes argument types (all return void)
+
+
+def load(name: str, signatures: Signatures) -> ctypes.CDLL | None:
+    """The compiled library for ``native/<name>.c`` with ``signatures`` declared, or None (see
+    ``why_unavailable``)."""
     with _lock:
         if name in _libs:
             return _libs[name]
         lib = None
         try:
             lib = _load(name)
-        except OSError as e:
+            if lib is not None:
+                for fn, argtypes in signatures.items():
+                    f = getattr(lib, fn)
+                    f.argtypes, f.restype = argtypes, None
+        except (OSError, AttributeError) as e:
+            lib = None
             _why[name] = f"loading the compiled {name} kernels failed: {e}"
         _libs[name] = lib
         return lib
 
 
 def why_unavailable(name: str) -> str:
-    load(name)
+    """Why ``load(name, …)`` returned None ("" when it did not, or was not called yet)."""
     return _why.get(name, "")
 
 

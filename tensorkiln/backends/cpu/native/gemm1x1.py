@@ -22,14 +22,14 @@ ACT_CODES = {"": 0, "Relu": 1, "Clip": 2}
 CHUNK_BYTES = 2 << 20
 
 
+_SIGNATURES: native.Signatures = {
+    "tk_bias_act_rows": [ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
+                         ctypes.c_float, ctypes.c_float],
+}
+
+
 def library() -> Any:
-    lib = native.load("eltwise")
-    if lib is not None and not getattr(lib, "_tk_typed", False):
-        lib.tk_bias_act_rows.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_void_p,
-                                         ctypes.c_int, ctypes.c_float, ctypes.c_float]
-        lib.tk_bias_act_rows.restype = None
-        lib._tk_typed = True
-    return lib
+    return native.load("eltwise", _SIGNATURES)
 
 
 def available() -> bool:

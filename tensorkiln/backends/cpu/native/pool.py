@@ -13,13 +13,11 @@ from tensorkiln.backends.cpu import native
 _i, _p = ctypes.c_int, ctypes.c_void_p
 
 
+_SIGNATURES: native.Signatures = {"tk_maxpool2d_nhwc": [_p] + [_i] * 14 + [_p]}
+
+
 def library() -> Any:
-    lib = native.load("pool")
-    if lib is not None and not getattr(lib, "_tk_typed", False):
-        lib.tk_maxpool2d_nhwc.argtypes = [_p] + [_i] * 14 + [_p]
-        lib.tk_maxpool2d_nhwc.restype = None
-        lib._tk_typed = True
-    return lib
+    return native.load("pool", _SIGNATURES)
 
 
 def available() -> bool:

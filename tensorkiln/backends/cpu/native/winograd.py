@@ -26,17 +26,15 @@ CHUNK_BYTES = 4 << 20  # tiles per chunk: V (or M) of one chunk takes about this
 _c_int, _c_long, _c_float, _p = ctypes.c_int, ctypes.c_long, ctypes.c_float, ctypes.c_void_p
 
 
+_SIGNATURES: native.Signatures = {
+    "tk_wino43_input": [_p, _c_int, _c_int, _c_int, _c_int, _c_int, _c_int, _c_int, _c_int, _c_long, _c_long, _p],
+    "tk_wino43_output": [_p, _c_int, _c_int, _c_int, _c_int, _c_int, _c_int, _c_long, _c_long, _p, _p, _c_int,
+                         _c_float, _c_float, _p],
+}
+
+
 def library() -> Any:
-    lib = native.load("winograd")
-    if lib is not None and not getattr(lib, "_tk_typed", False):
-        lib.tk_wino43_input.argtypes = [_p, _c_int, _c_int, _c_int, _c_int, _c_int, _c_int, _c_int, _c_int,
-                                        _c_long, _c_long, _p]
-        lib.tk_wino43_input.restype = None
-        lib.tk_wino43_output.argtypes = [_p, _c_int, _c_int, _c_int, _c_int, _c_int, _c_int, _c_long, _c_long,
-                                         _p, _p, _c_int, _c_float, _c_float, _p]
-        lib.tk_wino43_output.restype = None
-        lib._tk_typed = True
-    return lib
+    return native.load("winograd", _SIGNATURES)
 
 
 def available() -> bool:
