@@ -179,54 +179,10 @@ def fused_conv(node: Node, ctx: BuildContext) -> Kernel:
     return generic_kernel
 
 
-def _act_for_winograd(node: Node) -> str:
-    from tensorkiln.backends.cpu.native.winograd import ACT_CODES
-
-    a = str(node.attrs.get("activation", ""))
-    return a if a in ACT_CODES else ""  # others run after the kernel
-
-
 def _winograd_available() -> bool:
     from tensorkiln.backends.cpu.native import winograd
 
     return winograd.available()
-
-
-def winograd_ok(node: Node) -> bool:
-    """A 3x3, stride-1, dilation-1, ungrouped 2-D convolution in the NHWC region."""
-    w = node.inputs[1]
-    if w is None or w.const is None or w.const.ndim != 4 or tuple(w.const.shape[2:]) != (3, 3):
-        return False
-    if node.attrs.get("layout") != "nhwc" or node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", ""):
-        return False
-    if list(node.attrs.get("strides", [1, 1])) != [1, 1] or list(node.attrs.get("dilations", [1, 1])) != [1, 1]:
-        return False
-    return int(node.attrs.get("group", 1)) == 1 and all(0 <= p <= 2 for p in node.attrs.get("pads", [0] * 4))
-
-
-def _winograd_kernel(node: Node, w_np: Any, b_np: Any, act: Act | None,
-                     generic: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]) -> Kernel:
-    from tensorkiln.backends.cpu.native import why_unavailable
-    from tensorkiln.backends.cpu.native.winograd import Wino43
-
-    fused_act = _act_for_winograd(node)
-    if not winograd_ok(node):
-        raise unsupported(node, "tactic winograd-f43 needs a 3x3 stride-1 ungrouped NHWC convolution")
-    try:
-        pads = list(node.attrs.get("pads", [0, 0, 0, 0]))
-        conv = Wino43(w_np, b_np, [pads[0], pads[1], pads[2], pads[3]], fused_act,
-                      list(node.attrs.get("activation_params", [])))
-    except RuntimeError:
-        raise unsupported(node, f"tactic winograd-f43 is unavailable: {why_unavailable('winograd')}") from None
-    after = act if fused_act == "" else None
-
-    def kernel(x: torch.Tensor, _w: Any = None, _b: Any = None, z: torch.Tensor | None = None) -> torch.Tensor:
-        if x.dtype != torch.float32 or (z is not None and z.dtype != torch.float32):
-            return generic(x, z)  # fp16/bf16 runs: ATen
-        y = conv(x, z)
-        return after(y) if after is not None else y
-
-    return kernel
 
 
 def _gemm1x1_available() -> bool:
@@ -235,31 +191,43 @@ def _gemm1x1_available() -> bool:
     return gemm1x1.available()
 
 
-def gemm1x1_ok(node: Node) -> bool:
-    """A 1x1, stride-1, unpadded, ungrouped 2-D convolution in the NHWC region."""
+def _plain_nhwc_conv(node: Node, kernel_hw: tuple[int, int], unpadded: bool) -> bool:
+    """A ``kernel_hw`` stride-1, dilation-1, ungrouped 2-D convolution in the NHWC region
+    (unpadded, or with pads of at most 2)."""
     w = node.inputs[1]
-    if w is None or w.const is None or w.const.ndim != 4 or tuple(w.const.shape[2:]) != (1, 1):
+    if w is None or w.const is None or w.const.ndim != 4 or tuple(w.const.shape[2:]) != kernel_hw:
         return False
     if node.attrs.get("layout") != "nhwc" or node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", ""):
         return False
-    if list(node.attrs.get("strides", [1, 1])) != [1, 1] or any(node.attrs.get("pads", [0] * 4)):
+    if list(node.attrs.get("strides", [1, 1])) != [1, 1] or list(node.attrs.get("dilations", [1, 1])) != [1, 1]:
         return False
-    return int(node.attrs.get("group", 1)) == 1
+    pads = list(node.attrs.get("pads", [0] * 4))
+    return int(node.attrs.get("group", 1)) == 1 and (not any(pads) if unpadded else all(0 <= p <= 2 for p in pads))
 
 
-def _gemm1x1_kernel(node: Node, w_np: Any, b_np: Any, act: Act | None,
-                    generic: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]) -> Kernel:
-    from tensorkiln.backends.cpu.native import gemm1x1, why_unavailable
+def winograd_ok(node: Node) -> bool:
+    return _plain_nhwc_conv(node, (3, 3), unpadded=False)
+
+
+def gemm1x1_ok(node: Node) -> bool:
+    return _plain_nhwc_conv(node, (1, 1), unpadded=True)
+
+
+ConvCall = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def _native_kernel(node: Node, tactic: str, library: str, make: Callable[[str], ConvCall], act: Act | None,
+                   generic: ConvCall) -> Kernel:
+    """A conv tactic on the native kernels: ``make(fused activation)`` prepares it; activations
+    the kernel cannot fuse run after it; non-float32 runs go to ATen."""
+    from tensorkiln.backends.cpu.native import ACT_CODES, why_unavailable
 
     a = str(node.attrs.get("activation", ""))
-    fused_act = a if a in gemm1x1.ACT_CODES else ""
-    if not gemm1x1_ok(node):
-        raise unsupported(node, "tactic gemm-1x1 needs a 1x1 stride-1 unpadded ungrouped NHWC convolution")
+    fused_act = a if a in ACT_CODES else ""
     try:
-        conv = gemm1x1.Gemm1x1(w_np, b_np, fused_act, list(node.attrs.get("activation_params", [])),
-                               inplace=bool(node.attrs.get("residual_inplace", False)))
+        conv = make(fused_act)
     except RuntimeError:
-        raise unsupported(node, f"tactic gemm-1x1 is unavailable: {why_unavailable('eltwise')}") from None
+        raise unsupported(node, f"tactic {tactic} is unavailable: {why_unavailable(library)}") from None
     after = act if fused_act == "" else None
 
     def kernel(x: torch.Tensor, _w: Any = None, _b: Any = None, z: torch.Tensor | None = None) -> torch.Tensor:
@@ -269,6 +237,28 @@ def _gemm1x1_kernel(node: Node, w_np: Any, b_np: Any, act: Act | None,
         return after(y) if after is not None else y
 
     return kernel
+
+
+def _winograd_kernel(node: Node, w_np: Any, b_np: Any, act: Act | None, generic: ConvCall) -> Kernel:
+    from tensorkiln.backends.cpu.native.winograd import Wino43
+
+    if not winograd_ok(node):
+        raise unsupported(node, "tactic winograd-f43 needs a 3x3 stride-1 ungrouped NHWC convolution")
+    pads = [int(p) for p in node.attrs.get("pads", [0, 0, 0, 0])]
+    params = list(node.attrs.get("activation_params", []))
+    return _native_kernel(node, "winograd-f43", "winograd", lambda fa: Wino43(w_np, b_np, pads, fa, params),
+                          act, generic)
+
+
+def _gemm1x1_kernel(node: Node, w_np: Any, b_np: Any, act: Act | None, generic: ConvCall) -> Kernel:
+    from tensorkiln.backends.cpu.native.gemm1x1 import Gemm1x1
+
+    if not gemm1x1_ok(node):
+        raise unsupported(node, "tactic gemm-1x1 needs a 1x1 stride-1 unpadded ungrouped NHWC convolution")
+    params = list(node.attrs.get("activation_params", []))
+    inplace = bool(node.attrs.get("residual_inplace", False))
+    return _native_kernel(node, "gemm-1x1", "eltwise", lambda fa: Gemm1x1(w_np, b_np, fa, params, inplace=inplace),
+                          act, generic)
 
 
 # tactic id → version; a version bump invalidates timing-cache entries of that tactic

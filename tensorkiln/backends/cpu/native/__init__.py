@@ -27,6 +27,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+ACT_CODES = {"": 0, "Relu": 1, "Clip": 2}  # activations the kernels apply on their way out
 _SRC_DIR = Path(__file__).resolve().parent
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c99"]
 _lock = threading.Lock()

@@ -18,7 +18,7 @@ import torch
 
 from tensorkiln.backends.cpu import native
 
-ACT_CODES = {"": 0, "Relu": 1, "Clip": 2}
+ACT_CODES = native.ACT_CODES
 CHUNK_BYTES = 2 << 20
 
 

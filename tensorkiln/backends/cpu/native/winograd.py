@@ -20,7 +20,7 @@ from tensorkiln.backends.cpu import native
 _G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
                [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=np.float64)
 
-ACT_CODES = {"": 0, "Relu": 1, "Clip": 2}
+ACT_CODES = native.ACT_CODES
 CHUNK_BYTES = 4 << 20  # tiles per chunk: V (or M) of one chunk takes about this many bytes
 
 _c_int, _c_long, _c_float, _p = ctypes.c_int, ctypes.c_long, ctypes.c_float, ctypes.c_void_p
