@@ -102,3 +102,29 @@ def test_opt_level_zero_keeps_heuristics() -> None:
     assert e.tuning == []
     with pytest.raises(tensorkiln.OptionError, match="opt_level"):
         tensorkiln.build(conv_model(), opt_level=9)
+
+
+@pytest.mark.parametrize("tactic", ["winograd-f43", "gemm-1x1"])
+def test_native_tactic_falls_back_where_unavailable(tactic: str, monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    """An engine tuned where a C compiler exists, loaded where none does, still runs (oneDNN)."""
+    from tensorkiln.backends.cpu import ops_fused
+
+    if tactic == "gemm-1x1":
+        from tests.backends.cpu.native.test_gemm1x1 import _bottleneck as model
+        x = np.random.default_rng(0).standard_normal((2, 32, 9, 9)).astype(np.float32)
+    else:
+        model, x = conv_model, X
+    ref = tensorkiln.build(model(), optimize=False).run({"x": x})
+    e = tensorkiln.build(model(), opt_level=0)
+    for n in e.graph.nodes:
+        if n.op_type == "FusedConv":
+            n.attrs["tactic"] = tactic
+    path = tmp_path / "e.tkengine"
+    e.save(path)
+    monkeypatch.setattr(ops_fused, "_winograd_available", lambda: False)
+    monkeypatch.setattr(ops_fused, "_gemm1x1_available", lambda: False)
+    loaded = tensorkiln.load(str(path))
+    assert all(s.get("tactic") != tactic for s in loaded.steps())
+    for k, v in loaded.run({"x": x}).items():
+        np.testing.assert_allclose(v, ref[k], rtol=1e-4, atol=1e-4)

@@ -81,8 +81,10 @@ def fused_conv(node: Node, ctx: BuildContext) -> Kernel:
     tactic = node.attrs.get("tactic") or default_conv_tactic(node)
     if (tactic == "winograd-f43" and winograd_ok(node) and not _winograd_available()) or \
             (tactic == "gemm-1x1" and gemm1x1_ok(node) and not _gemm1x1_available()):
-        # an engine tuned on a machine with a C compiler, loaded on one without: same math, direct
+        # an engine tuned on a machine with a C compiler, loaded on one without: same math, direct;
+        # the node records what runs, so the profile and a re-save say so
         tactic = default_conv_tactic(node)
+        node.attrs["tactic"] = tactic
     if tactic not in CONV_TACTICS:
         raise unsupported(node, f"unknown FusedConv tactic {tactic!r}; tactics are {list(CONV_TACTICS)}")
     if tactic == "onednn-nhwc" and not onednn_ok:
