@@ -86,13 +86,15 @@ class CacheFlusher:
     ResNet-50 reads 100 MB of weights per inference). Before each timed call, read a buffer
     twice the last-level cache, then re-read the layer's inputs (just written by the previous
     layer in a real run). Measured: warm-loop timing made Winograd look 1.9x faster on a
-    ResNet-50 stage-2 layer where, with cold weights, it is 1.1x — and the tuned engine no
+    ResNet-50 stage-2 layer where, with cold weights, it is 1.09x — and the tuned engine no
     faster end to end."""
 
     def __init__(self) -> None:
-        self.buf = torch.ones(min(2 * _llc_bytes(), 256 << 20) // 4)
+        self.buf: torch.Tensor | None = None  # made on first use: a warm-cache build times nothing
 
     def __call__(self, args: Sequence[Any]) -> None:
+        if self.buf is None:
+            self.buf = torch.ones(min(2 * _llc_bytes(), 256 << 20) // 4)
         self.buf.sum()
         for a in args:
             if isinstance(a, torch.Tensor) and a.numel() and a.dtype.is_floating_point:
