@@ -79,7 +79,7 @@ def fused_conv(node: Node, ctx: BuildContext) -> Kernel:
     pad = pads[:nd]
     onednn_ok = nd == 2 and torch.backends.mkldnn.is_available() and (act is None or post is not None)
     tactic = node.attrs.get("tactic") or default_conv_tactic(node)
-    if (tactic == "winograd-f43" and winograd_ok(node) and not _winograd_available()) or \
+    if (tactic == winograd_tactic(node) and not _winograd_available()) or \
             (tactic == "gemm-1x1" and gemm1x1_ok(node) and not _gemm1x1_available()):
         # an engine tuned on a machine with a C compiler, loaded on one without: same math, direct;
         # the node records what runs, so the profile and a re-save say so
@@ -153,8 +153,8 @@ def fused_conv(node: Node, ctx: BuildContext) -> Kernel:
 
     if onednn:
         return kernel
-    if tactic == "winograd-f43":
-        return _winograd_kernel(node, w_np, b_np, act, _generic)
+    if tactic in ("winograd-f43", "winograd-f25"):
+        return _winograd_kernel(node, tactic, w_np, b_np, act, _generic)
     if tactic == "gemm-1x1":
         return _gemm1x1_kernel(node, w_np, b_np, act, _generic)
 
@@ -193,9 +193,9 @@ def _gemm1x1_available() -> bool:
     return gemm1x1.available()
 
 
-def _plain_nhwc_conv(node: Node, kernel_hw: tuple[int, int], unpadded: bool) -> bool:
-    """A ``kernel_hw`` stride-1, dilation-1, ungrouped 2-D convolution in the NHWC region
-    (unpadded, or with pads of at most 2)."""
+def _plain_nhwc_conv(node: Node, kernel_hw: tuple[int, int], max_pad: int) -> bool:
+    """A ``kernel_hw`` stride-1, dilation-1, ungrouped 2-D convolution in the NHWC region with
+    pads of at most ``max_pad``."""
     w = node.inputs[1]
     if w is None or w.const is None or w.const.ndim != 4 or tuple(w.const.shape[2:]) != kernel_hw:
         return False
@@ -204,15 +204,22 @@ def _plain_nhwc_conv(node: Node, kernel_hw: tuple[int, int], unpadded: bool) -> 
     if list(node.attrs.get("strides", [1, 1])) != [1, 1] or list(node.attrs.get("dilations", [1, 1])) != [1, 1]:
         return False
     pads = list(node.attrs.get("pads", [0] * 4))
-    return int(node.attrs.get("group", 1)) == 1 and (not any(pads) if unpadded else all(0 <= p <= 2 for p in pads))
+    return int(node.attrs.get("group", 1)) == 1 and all(0 <= p <= max_pad for p in pads)
 
 
-def winograd_ok(node: Node) -> bool:
-    return _plain_nhwc_conv(node, (3, 3), unpadded=False)
+WINOGRAD_TACTICS = {3: "winograd-f43", 5: "winograd-f25"}  # kernel size → tactic
+
+
+def winograd_tactic(node: Node) -> str | None:
+    """``winograd-f43`` for a plain 3x3 NHWC conv, ``winograd-f25`` for a 5x5 one, else None."""
+    for r, tactic in WINOGRAD_TACTICS.items():
+        if _plain_nhwc_conv(node, (r, r), max_pad=r - 1):
+            return tactic
+    return None
 
 
 def gemm1x1_ok(node: Node) -> bool:
-    return _plain_nhwc_conv(node, (1, 1), unpadded=True)
+    return _plain_nhwc_conv(node, (1, 1), max_pad=0)
 
 
 ConvCall = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -241,14 +248,15 @@ def _native_kernel(node: Node, tactic: str, library: str, make: Callable[[str], 
     return kernel
 
 
-def _winograd_kernel(node: Node, w_np: Any, b_np: Any, act: Act | None, generic: ConvCall) -> Kernel:
-    from tensorkiln.backends.cpu.native.winograd import Wino43
+def _winograd_kernel(node: Node, tactic: str, w_np: Any, b_np: Any, act: Act | None, generic: ConvCall) -> Kernel:
+    from tensorkiln.backends.cpu.native.winograd import Winograd
 
-    if not winograd_ok(node):
-        raise unsupported(node, "tactic winograd-f43 needs a 3x3 stride-1 ungrouped NHWC convolution")
+    if winograd_tactic(node) != tactic:
+        raise unsupported(node, f"tactic {tactic} needs a stride-1 ungrouped NHWC convolution with a "
+                                f"{'3x3' if tactic == 'winograd-f43' else '5x5'} kernel")
     pads = [int(p) for p in node.attrs.get("pads", [0, 0, 0, 0])]
     params = list(node.attrs.get("activation_params", []))
-    return _native_kernel(node, "winograd-f43", "winograd", lambda fa: Wino43(w_np, b_np, pads, fa, params),
+    return _native_kernel(node, tactic, "winograd", lambda fa: Winograd(w_np, b_np, pads, fa, params),
                           act, generic)
 
 
@@ -265,7 +273,8 @@ def _gemm1x1_kernel(node: Node, w_np: Any, b_np: Any, act: Act | None, generic: 
 
 # tactic id → version; a version bump invalidates timing-cache entries of that tactic
 # (aten-nchw v2: timed with the reorder to NHWC that its consumers in the channels-last region pay)
-CONV_TACTICS = {"onednn-nhwc": 1, "aten-nhwc": 1, "aten-nchw": 2, "winograd-f43": 1, "gemm-1x1": 1}
+CONV_TACTICS = {"onednn-nhwc": 1, "aten-nhwc": 1, "aten-nchw": 2, "winograd-f43": 1, "winograd-f25": 1,
+                "gemm-1x1": 1}
 GEMM_TACTICS = {"aten-linear": 1, "onednn-linear": 1}
 
 
@@ -292,8 +301,9 @@ def tactics_for(node: Node) -> dict[str, int]:
             out["aten-nhwc"] = CONV_TACTICS["aten-nhwc"]
             if default_conv_tactic(_with_layout(node)) == "onednn-nhwc":
                 out["onednn-nhwc"] = CONV_TACTICS["onednn-nhwc"]
-            if winograd_ok(node) and _winograd_available():
-                out["winograd-f43"] = CONV_TACTICS["winograd-f43"]
+            wino = winograd_tactic(node)
+            if wino is not None and _winograd_available():
+                out[wino] = CONV_TACTICS[wino]
             if gemm1x1_ok(node) and _gemm1x1_available():
                 out["gemm-1x1"] = CONV_TACTICS["gemm-1x1"]
         return out

@@ -39,19 +39,22 @@ def _reference(x: torch.Tensor, w: np.ndarray, b: np.ndarray | None, pads: list[
     (1, 8, 8, 300, 9, [1, 1, 1, 1]),     # a tall image: 225 tiles
 ])
 @pytest.mark.parametrize(("act", "params"), [("", []), ("Relu", []), ("Clip", [-0.5, 0.7])])
+@pytest.mark.parametrize("r", [3, 5])  # F(4x4, 3x3) and F(2x2, 5x5)
 def test_matches_direct_convolution(n: int, c: int, k: int, h: int, w: int, pads: list[int], act: str,
-                                    params: list[float]) -> None:
+                                    params: list[float], r: int) -> None:
     rng = np.random.default_rng(n * 1000 + c + k + h + w)
-    wt = rng.standard_normal((k, c, 3, 3)).astype(np.float32) / np.sqrt(9 * c)
+    if r == 5:
+        pads = [p + 1 for p in pads]  # the same output sizes as the 3x3 cases
+    wt = rng.standard_normal((k, c, r, r)).astype(np.float32) / np.sqrt(r * r * c)
     bias = rng.standard_normal(k).astype(np.float32)
     x = torch.from_numpy(rng.standard_normal((n, c, h, w)).astype(np.float32)).contiguous(
         memory_format=torch.channels_last)
-    ho, wo = h + pads[0] + pads[2] - 2, w + pads[1] + pads[3] - 2
+    ho, wo = h + pads[0] + pads[2] - r + 1, w + pads[1] + pads[3] - r + 1
     z = torch.from_numpy(rng.standard_normal((n, k, ho, wo)).astype(np.float32))
     small = 36 * 4 * max(c, k) * 8  # 8 tiles per chunk: several chunks and a partial last one
-    for conv, zz in [(winograd.Wino43(wt, bias, pads, act, params), None),
-                     (winograd.Wino43(wt, bias, pads, act, params), z),
-                     (winograd.Wino43(wt, bias, pads, act, params, chunk_bytes=small), z)]:
+    for conv, zz in [(winograd.Winograd(wt, bias, pads, act, params), None),
+                     (winograd.Winograd(wt, bias, pads, act, params), z),
+                     (winograd.Winograd(wt, bias, pads, act, params, chunk_bytes=small), z)]:
         y = conv(x, zz)
         ref = _reference(x, wt, bias, pads, zz, act, params)
         scale = _reference(x, wt, bias, pads, zz, "", []).abs().max().item()  # before the activation clips it
@@ -64,9 +67,20 @@ def test_no_bias_and_nchw_input() -> None:
     rng = np.random.default_rng(3)
     wt = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
     x = torch.from_numpy(rng.standard_normal((1, 4, 5, 5)).astype(np.float32))  # plain NCHW: converted
-    y = winograd.Wino43(wt, None, [1, 1, 1, 1], "", [])(x)
+    y = winograd.Winograd(wt, None, [1, 1, 1, 1], "", [])(x)
     ref = _reference(x, wt, None, [1, 1, 1, 1], None, "", [])
     np.testing.assert_allclose(y.numpy(), ref.numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_g_matrices_are_the_published_ones() -> None:
+    """F(4x4, 3x3)'s G as printed by Lavin & Gray; F(2x2, 5x5)'s rows follow the same rule."""
+    g3 = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                   [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+    np.testing.assert_allclose(winograd.g_matrix(3), g3, rtol=1e-12)
+    g5 = winograd.g_matrix(5)
+    np.testing.assert_allclose(g5[1], np.full(5, -1 / 6), rtol=1e-12)
+    np.testing.assert_allclose(g5[4], np.array([1, -2, 4, -8, 16]) / 24, rtol=1e-12)
+    np.testing.assert_allclose(g5[5], [0, 0, 0, 0, 1])
 
 
 def test_weight_transform_is_exact_for_a_delta() -> None:
@@ -84,3 +98,31 @@ def test_cached_library_is_private() -> None:
         pytest.skip("no private cache directory here: the library was compiled into a temporary directory")
     libs = list(cache.glob("winograd-*.so"))
     assert libs and all(native._private(p) for p in libs)
+
+
+@pytest.mark.parametrize(("r", "tactic"), [(3, "winograd-f43"), (5, "winograd-f25")])
+def test_engine_step_on_winograd(r: int, tactic: str) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    import tensorkiln
+
+    rng = np.random.default_rng(r)
+    w = numpy_helper.from_array((rng.standard_normal((24, 16, r, r)) / (4 * r)).astype(np.float32), "W")
+    b = numpy_helper.from_array(rng.standard_normal(24).astype(np.float32), "B")
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], pads=[r // 2] * 4),
+             helper.make_node("Relu", ["c"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16, 13, 11])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w, b])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((2, 16, 13, 11)).astype(np.float32)
+    ref = tensorkiln.build(model, optimize=False).run({"x": x})["y"]
+    e = tensorkiln.build(model, opt_level=0)
+    (conv,) = [n for n in e.graph.nodes if n.op_type == "FusedConv"]
+    other = "winograd-f25" if tactic == "winograd-f43" else "winograd-f43"
+    conv.attrs["tactic"] = other  # the other kernel size's tactic is refused with a reason
+    with pytest.raises(tensorkiln.errors.UnsupportedOpError, match=other):
+        e._lower()
+    conv.attrs["tactic"] = tactic
+    e._lower()
+    assert [s.get("tactic") for s in e.steps() if s.get("tactic")] == [tactic]
+    np.testing.assert_allclose(e.run({"x": x})["y"], ref, rtol=1e-4, atol=1e-4)
