@@ -15,6 +15,7 @@ without a C compiler they are simply unavailable and the autotuner never offers 
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -38,6 +39,11 @@ _why: dict[str, str] = {}
 def _compiler() -> str | None:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     return cc
+
+
+@functools.lru_cache(maxsize=4)
+def _compiler_version(cc: str) -> str:
+    return subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
 
 
 def _cpu_fingerprint() -> str:
@@ -128,7 +134,7 @@ def _load(name: str) -> ctypes.CDLL | None:
         return None
     src = _SRC_DIR / f"{name}.c"
     try:
-        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+        version = _compiler_version(cc)
     except (OSError, subprocess.TimeoutExpired) as e:
         _why[name] = f"the C compiler {cc} does not run: {e}"
         return None
