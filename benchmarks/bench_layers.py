@@ -9,7 +9,7 @@ as such. onnxruntime's per-node times include its profiler's overhead, so its la
 larger than its (unprofiled) end-to-end time; compare layers by ratio, not by difference alone.
 
     python benchmarks/bench_layers.py [--models resnet50,googlenet,vgg19,alexnet] [--batch 1]
-        [--rounds 7] [--top 12]
+        [--rounds 7] [--top 12] [--tactics pins.json]
 """
 
 from __future__ import annotations
@@ -66,11 +66,11 @@ def profile_ort(sess: ort.InferenceSession) -> dict[str, float]:
     return {k: float(np.median(v)) for k, v in per.items()}
 
 
-def compare(name: str, batch: int, rounds: int, threads: int, top: int) -> None:
+def compare(name: str, batch: int, rounds: int, threads: int, top: int, tactics: str | None = None) -> None:
     path = zoo.get(name)
     feeds = zoo.sample_inputs(name, batch=batch)
     profile = {k: {"min": v.shape, "opt": v.shape, "max": v.shape} for k, v in feeds.items()}
-    engine = tensorkiln.build(path, shapes=profile)  # tactics timed at this batch
+    engine = tensorkiln.build(path, shapes=profile, tactics_file=tactics)  # tactics timed at this batch
     tmp = tempfile.mkdtemp()
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
@@ -138,7 +138,8 @@ def compare(name: str, batch: int, rounds: int, threads: int, top: int) -> None:
     for i in gaps[:top]:
         p = prof[i]
         o = ort_per_step.get(i, 0.0)
-        print(f"  step {i:3d} {p['op'].split('::')[-1]:14} tk {tk_ms[i]:7.3f} ort {o:7.3f} ms  "
+        tactic = engine.steps()[i]["tactic"] or "-"
+        print(f"  step {i:3d} {p['op'].split('::')[-1]:14} {tactic:13} tk {tk_ms[i]:7.3f} ort {o:7.3f} ms  "
               f"{', '.join(p['origin'])[:80]}")
 
 
@@ -149,10 +150,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--top", type=int, default=12)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--tactics", default=None, help="JSON {node: tactic} to pin instead of tuning")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     for name in args.models.split(","):
-        compare(name, args.batch, args.rounds, args.threads, args.top)
+        compare(name, args.batch, args.rounds, args.threads, args.top, args.tactics)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def _default_tactic(node: Node) -> str:
     return default_conv_tactic(node) if node.op_type == "FusedConv" else "aten-linear"
 
 
-TIMING_METHOD = "cold-weights-1"  # part of every cache key: entries timed another way are not reused
+TIMING_METHOD = "cold-weights-side-by-side-2"  # part of every cache key: entries timed another way are not reused
 
 
 def _llc_bytes() -> int:
@@ -101,20 +101,29 @@ class CacheFlusher:
                 a.sum()
 
 
-def _time(kernel: Callable[..., Any], args: Sequence[Any], repeats: int,
-          flush: Callable[[Sequence[Any]], None] | None = None) -> tuple[float, float]:
-    for _ in range(2):
-        kernel(*args)
-    ts = []
-    for _ in range(repeats):
-        if flush is not None:
-            flush(args)
-        t0 = time.perf_counter()
-        kernel(*args)
-        ts.append((time.perf_counter() - t0) * 1e3)
-    med = float(np.median(ts))
-    q1, q3 = np.percentile(ts, [25, 75])
-    return med, float(q3 - q1)
+def _time_side_by_side(kernels: dict[str, Callable[..., Any]], args: Sequence[Any], repeats: int,
+                       flush: Callable[[Sequence[Any]], None] | None = None) -> dict[str, tuple[float, float]]:
+    """Median and IQR (ms) of every kernel, timed in interleaved rounds (the order rotating each
+    round) so that all of them see the same machine: on a shared host the speed drifts by tens
+    of percent over seconds, more than most differences between tactics."""
+    names = list(kernels)
+    for name in names:
+        for _ in range(2):
+            kernels[name](*args)
+    ts: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        k = r % len(names) if names else 0
+        for name in names[k:] + names[:k]:
+            if flush is not None:
+                flush(args)
+            t0 = time.perf_counter()
+            kernels[name](*args)
+            ts[name].append((time.perf_counter() - t0) * 1e3)
+    out = {}
+    for name, v in ts.items():
+        q1, q3 = np.percentile(v, [25, 75])
+        out[name] = (float(np.median(v)), float(q3 - q1))
+    return out
 
 
 def tune_graph(program: Program, inputs: Sequence[torch.Tensor], registry: dict[tuple[str, str], Any],
@@ -164,27 +173,33 @@ def _tune_step(i: int, node: Node, args: list[Any], registry: dict[tuple[str, st
         node.attrs["tactic"] = rec.chosen
         return rec
     spreads: dict[str, float] = {}
-    all_cached = True
-    for tac, ver in tactics.items():
-        key = f"{sig}|{tac}@{ver}"
-        ms = cache.get(key)
-        spread = cache.entries.get(key + "#iqr", 0.0)
-        if ms is None:
-            all_cached = False
-            if over_budget and tac != incumbent:
-                continue  # out of time: keep the heuristic choice
+    keys = {tac: f"{sig}|{tac}@{ver}" for tac, ver in tactics.items()}
+    missing = [tac for tac, key in keys.items() if cache.get(key) is None]
+    all_cached = not missing
+    if missing:
+        # time every candidate again, side by side: timings taken minutes (or builds) apart on a
+        # shared machine are not comparable, so a new tactic never races a cached number
+        todo = [tac for tac in keys if not over_budget or tac == incumbent]  # out of time: heuristic
+        kernels: dict[str, Callable[..., Any]] = {}
+        for tac in todo:
             trial = copy.copy(node)
             trial.attrs = {**node.attrs, "tactic": tac}
             try:
                 kernel = registry[(node.domain, node.op_type)](trial, BuildContext(compile_subgraph=_no_sub))
                 if node.attrs.get("layout") == "nhwc":
                     kernel = _with_reorder(kernel)
-                ms, spread = _time(kernel, args, repeats, flusher)
-            except Exception:  # a tactic that cannot run this layer is not a candidate
+                kernel(*args)  # a tactic that cannot run this layer is not a candidate
+            except Exception:
                 continue
-            cache.put(key, ms)
-            cache.put(key + "#iqr", spread)  # decisions depend only on cached numbers: replayable
-        spreads[tac] = spread
+            kernels[tac] = kernel
+        for tac, (ms, spread) in _time_side_by_side(kernels, args, repeats, flusher).items():
+            cache.put(keys[tac], ms)
+            cache.put(keys[tac] + "#iqr", spread)  # decisions depend only on cached numbers: replayable
+    for tac, key in keys.items():
+        ms = cache.entries.get(key)  # counted as a hit or miss above
+        if ms is None or (missing and over_budget and tac != incumbent):
+            continue
+        spreads[tac] = cache.entries.get(key + "#iqr", 0.0)
         rec.times_ms[tac] = round(ms, 4)
     rec.cached = all_cached
     if rec.times_ms:

@@ -7,7 +7,7 @@ import pytest
 
 import tensorkiln
 from tensorkiln.autotune import TimingCache, merge_caches
-from tensorkiln.backends.cpu.native import why_unavailable, winograd
+from tensorkiln.backends.cpu.native import directconv, why_unavailable, winograd
 from tests.runtime.test_concurrency import conv_model
 
 X = np.random.default_rng(0).standard_normal((2, 3, 12, 12)).astype(np.float32)
@@ -17,10 +17,12 @@ def _tactics(e: tensorkiln.Engine) -> dict[str, str]:
     return {r["node"]: r["chosen"] for r in e.tuning}
 
 
-@pytest.mark.parametrize("tactic", ["onednn-nhwc", "aten-nhwc", "aten-nchw", "winograd-f43"])
+@pytest.mark.parametrize("tactic", ["onednn-nhwc", "aten-nhwc", "aten-nchw", "winograd-f43", "direct-nhwc"])
 def test_every_conv_tactic_gives_the_same_numbers(tactic: str, tmp_path: Path) -> None:
     if tactic == "winograd-f43" and not winograd.available():
         pytest.skip(f"native Winograd kernels unavailable: {why_unavailable('winograd')}")
+    if tactic == "direct-nhwc" and not directconv.available():
+        pytest.skip(f"direct conv kernels unavailable: {why_unavailable('directconv') or 'no AVX2/FMA'}")
     ref = tensorkiln.build(conv_model(), optimize=False).run({"x": X})["y"]
     e = tensorkiln.build(conv_model(), opt_level=0)
     conv = next(n for n in e.graph.nodes if n.op_type == "FusedConv")
@@ -104,7 +106,7 @@ def test_opt_level_zero_keeps_heuristics() -> None:
         tensorkiln.build(conv_model(), opt_level=9)
 
 
-@pytest.mark.parametrize("tactic", ["winograd-f43", "gemm-1x1"])
+@pytest.mark.parametrize("tactic", ["winograd-f43", "gemm-1x1", "direct-nhwc"])
 def test_native_tactic_falls_back_where_unavailable(tactic: str, monkeypatch: pytest.MonkeyPatch,
                                                    tmp_path: Path) -> None:
     """An engine tuned where a C compiler exists, loaded where none does, still runs (oneDNN)."""
@@ -124,7 +126,38 @@ def test_native_tactic_falls_back_where_unavailable(tactic: str, monkeypatch: py
     e.save(path)
     monkeypatch.setattr(ops_fused, "_winograd_available", lambda: False)
     monkeypatch.setattr(ops_fused, "_gemm1x1_available", lambda: False)
+    monkeypatch.setattr(ops_fused, "_direct_available", lambda: False)
     loaded = tensorkiln.load(str(path))
     assert all(s.get("tactic") != tactic for s in loaded.steps())
     for k, v in loaded.run({"x": x}).items():
         np.testing.assert_allclose(v, ref[k], rtol=1e-4, atol=1e-4)
+
+
+def test_new_tactic_retimes_every_candidate_side_by_side(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache miss for one tactic re-times all of the layer's tactics together: timings taken at
+    different times on a shared machine are not compared with each other."""
+    from tensorkiln.autotune import tuner
+
+    cache = tmp_path / "timing.json"
+    tensorkiln.build(conv_model(), timing_cache=str(cache))
+    doc = json.loads(cache.read_text())
+    conv_keys = [k for k in doc["entries"] if "FusedConv" in k and not k.endswith("#iqr")]
+    assert len(conv_keys) >= 2
+    dropped = conv_keys[0]
+    for k in conv_keys:
+        doc["entries"][k] = 1e6  # stale numbers: must all be replaced, not only the missing one
+    del doc["entries"][dropped]
+    cache.write_text(json.dumps(doc))
+    timed: list[list[str]] = []
+    real = tuner._time_side_by_side
+
+    def spy(kernels, args, repeats, flush=None):  # type: ignore[no-untyped-def]
+        timed.append(sorted(kernels))
+        return real(kernels, args, repeats, flush)
+
+    monkeypatch.setattr(tuner, "_time_side_by_side", spy)
+    e = tensorkiln.build(conv_model(), timing_cache=str(cache))
+    conv_timings = [t for t in timed if "onednn-nhwc" in t]
+    assert len(conv_timings) == 1 and len(conv_timings[0]) == len(conv_keys)
+    rec = next(r for r in e.tuning if r["op"] == "tensorkiln::FusedConv")
+    assert all(ms < 1e6 for ms in rec["times_ms"].values())

@@ -80,7 +80,8 @@ def fused_conv(node: Node, ctx: BuildContext) -> Kernel:
     onednn_ok = nd == 2 and torch.backends.mkldnn.is_available() and (act is None or post is not None)
     tactic = node.attrs.get("tactic") or default_conv_tactic(node)
     if (tactic == winograd_tactic(node) and not _winograd_available()) or \
-            (tactic == "gemm-1x1" and gemm1x1_ok(node) and not _gemm1x1_available()):
+            (tactic == "gemm-1x1" and gemm1x1_ok(node) and not _gemm1x1_available()) or \
+            (tactic == "direct-nhwc" and direct_ok(node) and not _direct_available()):
         # an engine tuned on a machine with a C compiler, loaded on one without: same math, direct;
         # the node records what runs, so the profile and a re-save say so
         tactic = default_conv_tactic(node)
@@ -157,6 +158,8 @@ def fused_conv(node: Node, ctx: BuildContext) -> Kernel:
         return _winograd_kernel(node, tactic, w_np, b_np, act, _generic)
     if tactic == "gemm-1x1":
         return _gemm1x1_kernel(node, w_np, b_np, act, _generic)
+    if tactic == "direct-nhwc":
+        return _direct_kernel(node, w_np, b_np, act, _generic)
 
     if tactic == "aten-nhwc" and nd == 2:
         cl = torch.channels_last
@@ -191,6 +194,22 @@ def _gemm1x1_available() -> bool:
     from tensorkiln.backends.cpu.native import gemm1x1
 
     return gemm1x1.available()
+
+
+def _direct_available() -> bool:
+    from tensorkiln.backends.cpu.native import directconv
+
+    return directconv.available()
+
+
+def direct_ok(node: Node) -> bool:
+    """A 2-D ungrouped convolution in the NHWC region (any kernel, stride, dilation, padding)."""
+    w = node.inputs[1]
+    if w is None or w.const is None or w.const.ndim != 4:
+        return False
+    if node.attrs.get("layout") != "nhwc" or node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID", ""):
+        return False
+    return int(node.attrs.get("group", 1)) == 1
 
 
 def _plain_nhwc_conv(node: Node, kernel_hw: tuple[int, int], max_pad: int) -> bool:
@@ -271,10 +290,23 @@ def _gemm1x1_kernel(node: Node, w_np: Any, b_np: Any, act: Act | None, generic: 
                           act, generic)
 
 
+def _direct_kernel(node: Node, w_np: Any, b_np: Any, act: Act | None, generic: ConvCall) -> Kernel:
+    from tensorkiln.backends.cpu.native.directconv import DirectConv
+
+    if not direct_ok(node):
+        raise unsupported(node, "tactic direct-nhwc needs an ungrouped 2-D NHWC convolution")
+    strides, dil, pads, _, _ = _conv_geometry(node, torch.from_numpy(w_np))
+    params = list(node.attrs.get("activation_params", []))
+    inplace = bool(node.attrs.get("residual_inplace", False))
+    return _native_kernel(node, "direct-nhwc", "directconv",
+                          lambda fa: DirectConv(w_np, b_np, strides, pads, dil, fa, params, inplace=inplace),
+                          act, generic)
+
+
 # tactic id → version; a version bump invalidates timing-cache entries of that tactic
 # (aten-nchw v2: timed with the reorder to NHWC that its consumers in the channels-last region pay)
 CONV_TACTICS = {"onednn-nhwc": 1, "aten-nhwc": 1, "aten-nchw": 2, "winograd-f43": 1, "winograd-f25": 1,
-                "gemm-1x1": 1}
+                "gemm-1x1": 1, "direct-nhwc": 3}
 GEMM_TACTICS = {"aten-linear": 1, "onednn-linear": 1}
 
 
@@ -306,6 +338,8 @@ def tactics_for(node: Node) -> dict[str, int]:
                 out[wino] = CONV_TACTICS[wino]
             if gemm1x1_ok(node) and _gemm1x1_available():
                 out["gemm-1x1"] = CONV_TACTICS["gemm-1x1"]
+            if direct_ok(node) and _direct_available():
+                out["direct-nhwc"] = CONV_TACTICS["direct-nhwc"]
         return out
     if node.op_type == "FusedGemm":
         return dict(GEMM_TACTICS)

@@ -1,0 +1,116 @@
+"""Direct NHWC convolution on AVX2 register tiles (directconv.c).
+
+Any kernel size, stride, dilation and padding, one group, float32, channels-last input; bias,
+a residual (written in place when it dies here) and ReLU/Clip are applied in the kernel's
+store. The weights are packed once into [K/16][KH][KW][C][16].
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import numpy as np
+import torch
+
+from tensorkiln.backends.cpu import native
+
+ACT_CODES = native.ACT_CODES
+
+_p, _i, _f = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
+_SIGNATURES: native.Signatures = {"tk_conv_nhwc": [_p, _p, _p, _p, _p, _p, _p, _i, _i, _i, _f, _f]}
+OB = 16  # output channels per weight block (two AVX2 vectors)
+L2_WEIGHTS = 128 << 10  # bytes of weights per group of output blocks: stays in L2 over the tiles
+
+
+def library() -> Any:
+    return native.load("directconv", _SIGNATURES)
+
+
+def available() -> bool:
+    return library() is not None and _has_avx2()
+
+
+def _has_avx2() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = line.split()
+                    return "avx2" in flags and "fma" in flags
+    except OSError:
+        return False
+    return False
+
+
+def pack_weight(w: np.ndarray, ob: int) -> tuple[torch.Tensor, int]:
+    """[K, C, KH, KW] → ([K/ob, KH, KW, C, ob] with K padded by zero filters, padded K)."""
+    k, c, kh, kw = (int(d) for d in w.shape)
+    kp = (k + ob - 1) // ob * ob
+    wpad = np.zeros((kp, c, kh, kw), np.float32)
+    wpad[:k] = w
+    packed = wpad.reshape(kp // ob, ob, c, kh, kw).transpose(0, 3, 4, 2, 1)
+    # 32-byte aligned for the kernel's aligned loads
+    t = torch.empty(packed.size + 8)
+    off = (-t.data_ptr() // 4) % 8
+    out = t[off:off + packed.size]
+    out.copy_(torch.from_numpy(np.ascontiguousarray(packed).reshape(-1)))
+    return out, kp
+
+
+class DirectConv:
+    """A prepared convolution; call with an NHWC (channels_last) float32 tensor."""
+
+    def __init__(self, w: np.ndarray, bias: np.ndarray | None, strides: list[int], pads: list[int],
+                 dilations: list[int], act: str, act_params: list[float], inplace: bool = False,
+                 cb: int | None = None, kg: int | None = None) -> None:
+        lib = library()
+        if lib is None:
+            raise RuntimeError(native.why_unavailable("directconv"))
+        if not _has_avx2():
+            raise RuntimeError("the direct convolution kernels need a CPU with AVX2 and FMA")
+        self.lib = lib
+        self.k, self.c, self.kh, self.kw = (int(d) for d in w.shape)
+        self.wp, kp = pack_weight(w, OB)
+        self.cb = cb or self.c  # input channels per block: by default the whole reduction in registers
+        self.kg = kg or max(1, L2_WEIGHTS // (self.kh * self.kw * self.c * OB * 4))
+        b = np.zeros(kp, np.float32)
+        if bias is not None:
+            b[:self.k] = bias
+        self.bias = torch.from_numpy(b)
+        self.zero = torch.zeros(self.c + 8)
+        self.sh, self.sw = (int(s) for s in strides)
+        self.dh, self.dw = (int(d) for d in dilations)
+        self.pt, self.pl, self.pb, self.pr = (int(p) for p in pads)
+        self.act = ACT_CODES[act]
+        self.lo, self.hi = (float(act_params[0]), float(act_params[1])) if act == "Clip" else (0.0, 0.0)
+        self.inplace = inplace
+        self._geom: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def out_hw(self, h: int, w: int) -> tuple[int, int]:
+        ho = (h + self.pt + self.pb - self.dh * (self.kh - 1) - 1) // self.sh + 1
+        wo = (w + self.pl + self.pr - self.dw * (self.kw - 1) - 1) // self.sw + 1
+        return ho, wo
+
+    def __call__(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        cl = torch.channels_last
+        x = x.contiguous(memory_format=cl)
+        n, c, h, w = x.shape
+        ho, wo = self.out_hw(h, w)
+        key = (n, h, w)
+        g = self._geom.get(key)
+        if g is None:
+            g = torch.tensor([n, h, w, c, self.k, self.kh, self.kw, self.sh, self.sw, self.dh, self.dw,
+                              self.pt, self.pl, ho, wo], dtype=torch.int32)
+            self._geom[key] = g
+        if z is not None and self.inplace and z.is_contiguous(memory_format=cl):
+            y = z  # z dies here (checked by the in-place residual pass); each tile reads then writes it
+        else:
+            y = torch.empty((n, self.k, ho, wo), memory_format=cl)
+            if z is not None:
+                z = z.contiguous(memory_format=cl)
+        zp = z.data_ptr() if z is not None else None
+        self.lib.tk_conv_nhwc(x.data_ptr(), self.wp.data_ptr(), self.bias.data_ptr(), zp, y.data_ptr(),
+                              self.zero.data_ptr(), g.data_ptr(), self.cb, self.kg, self.act, self.lo,
+                              self.hi)
+        return y

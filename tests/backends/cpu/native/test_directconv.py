@@ -1,0 +1,91 @@
+"""Direct NHWC convolution on AVX2 register tiles (any kernel, stride, dilation, padding)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tensorkiln
+from tensorkiln.backends.cpu import native
+from tensorkiln.backends.cpu.native import directconv
+from tests.backends.cpu.native.test_gemm1x1 import _bottleneck
+from tests.runtime.test_concurrency import conv_model
+
+_AVAILABLE = directconv.available()
+_WHY = native.why_unavailable("directconv") or "this CPU has no AVX2/FMA"
+pytestmark = pytest.mark.skipif(not _AVAILABLE, reason=f"direct conv kernels unavailable: {_WHY}")
+
+CL = torch.channels_last
+
+# n, c, h, w, k, kernel, stride, pads (t, l, b, r), dilation
+SHAPES = [
+    (1, 3, 17, 19, 20, 3, 1, (1, 1, 1, 1), 1),  # K not a multiple of 16, odd sizes
+    (2, 5, 9, 7, 33, 3, 2, (1, 1, 1, 1), 1),  # stride 2, tiles across rows and images
+    (1, 64, 14, 14, 64, 1, 1, (0, 0, 0, 0), 1),
+    (1, 7, 11, 13, 16, 5, 2, (2, 2, 2, 2), 2),  # dilation
+    (1, 16, 8, 8, 8, 1, 2, (0, 0, 0, 0), 1),  # 1x1 stride 2, K < 16
+    (3, 3, 30, 30, 64, 7, 2, (3, 3, 3, 3), 1),  # a stem
+    (2, 9, 5, 6, 13, 3, 1, (2, 0, 1, 2), 1),  # asymmetric pads, wider than the kernel
+    (1, 40, 7, 7, 24, 3, 1, (1, 1, 1, 1), 1),  # few tiles: output blocks split across threads
+]
+
+
+def _ref(x: torch.Tensor, w: np.ndarray, b: np.ndarray, stride: int, pads: tuple[int, ...], dil: int,
+         z: torch.Tensor | None, act: str, params: list[float]) -> torch.Tensor:
+    t, left, bot, right = pads
+    xp = F.pad(x.double(), (left, right, t, bot))
+    y = F.conv2d(xp, torch.from_numpy(w).double(), torch.from_numpy(b).double(), stride, 0, dil)
+    y = y if z is None else y + z.double()
+    return y.relu() if act == "Relu" else y.clamp(*params) if act == "Clip" else y
+
+
+@pytest.mark.parametrize(("n", "c", "h", "w", "k", "r", "s", "pads", "d"), SHAPES)
+@pytest.mark.parametrize(("act", "params"), [("", []), ("Relu", []), ("Clip", [-0.3, 0.4])])
+@pytest.mark.parametrize(("cb", "kg"), [(None, None), (3, 1), (1000, 1000)])  # input blocks; group sizes
+def test_matches_float64_convolution(n: int, c: int, h: int, w: int, k: int, r: int, s: int,
+                                     pads: tuple[int, ...], d: int, act: str, params: list[float],
+                                     cb: int | None, kg: int | None) -> None:
+    rng = np.random.default_rng(c * k + h)
+    wt = (rng.standard_normal((k, c, r, r)) / np.sqrt(c * r * r)).astype(np.float32)
+    bias = rng.standard_normal(k).astype(np.float32)
+    x = torch.from_numpy(rng.standard_normal((n, c, h, w)).astype(np.float32)).contiguous(memory_format=CL)
+    conv = directconv.DirectConv(wt, bias, [s, s], list(pads), [d, d], act, params, cb=cb, kg=kg)
+    want = _ref(x, wt, bias, s, pads, d, None, act, params)
+    y = conv(x)
+    assert y.shape == want.shape and y.is_contiguous(memory_format=CL)
+    assert torch.allclose(y.double(), want, rtol=1e-5, atol=1e-5)
+    z = torch.from_numpy(rng.standard_normal(tuple(want.shape)).astype(np.float32)).contiguous(memory_format=CL)
+    for inplace in (False, True):
+        conv.inplace = inplace
+        zc = z.clone(memory_format=CL)
+        y = conv(x, zc)
+        assert torch.allclose(y.double(), _ref(x, wt, bias, s, pads, d, z, act, params), rtol=1e-5, atol=1e-5)
+        # in place: the result is written into z's memory; otherwise z is untouched
+        assert (y.data_ptr() == zc.data_ptr()) == inplace
+        if not inplace:
+            assert torch.equal(zc, z)
+
+
+def test_weights_are_packed_in_blocks_of_16_output_channels() -> None:
+    w = np.arange(20 * 3 * 2 * 2, dtype=np.float32).reshape(20, 3, 2, 2)
+    packed, kp = directconv.pack_weight(w, 16)
+    assert kp == 32 and packed.numel() == 32 * 3 * 2 * 2 and packed.data_ptr() % 32 == 0
+    p = packed.reshape(2, 2, 2, 3, 16)  # [K/16][KH][KW][C][16]
+    assert p[1, 0, 1, 2, 3].item() == w[19, 2, 0, 1]
+    assert torch.count_nonzero(p[1, :, :, :, 4:]) == 0  # the padding filters are zero
+
+
+def test_engine_with_every_conv_direct() -> None:
+    for model, shape in ((_bottleneck(), (2, 32, 9, 9)), (conv_model(), (2, 3, 12, 12))):
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        ref = tensorkiln.build(model, optimize=False).run({"x": x})["y"]
+        e = tensorkiln.build(model, opt_level=0)
+        convs = [nd for nd in e.graph.nodes if nd.op_type == "FusedConv"]
+        for nd in convs:
+            nd.attrs["tactic"] = "direct-nhwc"
+        e._lower()
+        assert [s["tactic"] for s in e.steps() if s["op"].endswith("FusedConv")] == ["direct-nhwc"] * len(convs)
+        for _ in range(2):  # a second run: the in-place residual must not have disturbed anything
+            np.testing.assert_allclose(e.run({"x": x})["y"], ref, rtol=1e-5, atol=1e-5)
