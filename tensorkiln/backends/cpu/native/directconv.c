@@ -33,7 +33,8 @@ typedef struct {
     float *y;
     const int *g;
     const int *pix; /* per output pixel: image, top input row, left input column */
-    long P;
+    long P, T; /* pixels; tiles: P split into T runs of base or base + 1 pixels */
+    long base, extra; /* the first extra tiles have base + 1 pixels */
     int act;
     float lo, hi;
 } conv_t;
@@ -139,8 +140,8 @@ tile(const conv_t *cv, long q0, const int M, int kb, int c0, int c1, int first, 
 }
 
 static void run_tile(const conv_t *cv, long t, int kb, int c0, int c1, int first, int last) {
-    long q0 = t * MR;
-    switch (cv->P - q0 < MR ? (int)(cv->P - q0) : MR) {
+    long q0 = t * cv->base + (t < cv->extra ? t : cv->extra);
+    switch ((int)(cv->base + (t < cv->extra))) {
     case 6: tile(cv, q0, 6, kb, c0, c1, first, last); break;
     case 5: tile(cv, q0, 5, kb, c0, c1, first, last); break;
     case 4: tile(cv, q0, 4, kb, c0, c1, first, last); break;
@@ -190,7 +191,9 @@ void tk_conv_nhwc(const float *x, const float *wp, const float *bias, const floa
         pix[3 * q + 1] = oh * g[G_SH] - g[G_PT];
         pix[3 * q + 2] = ow * g[G_SW] - g[G_PL];
     }
-    conv_t cv = {x, wp, bias, z, zero, y, g, pix, P, act, lo, hi};
+    /* balanced tiles: 49 pixels run as 6,6,6,6,5,5,5,5,5 rather than eight 6s and a 1 (a
+     * one-pixel tile has 2 accumulators: bound by FMA latency, not throughput) */
+    conv_t cv = {x, wp, bias, z, zero, y, g, pix, P, T, P / T, P % T, act, lo, hi};
     if (cb < 1) cb = g[G_C];
     if (kg < 1) kg = 1;
     if (T >= 8L * omp_get_max_threads()) {
