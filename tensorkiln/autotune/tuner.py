@@ -1,11 +1,11 @@
 """The autotuner: for every step with several tactics, time each on the step's real inputs.
 
-Procedure: lower the graph with the heuristic tactics, run it once on inputs of the tuning
-shapes, and keep the inputs of each tunable step. For each such step, build every valid
-tactic's kernel and time it (warm-up, then repeats; the median), unless the timing cache
-already knows it. The input is passed as the previous step produced it, so a tactic that
-must reorder its input pays for that reorder. The heuristic incumbent is replaced only when
-another tactic is faster by more than the measured noise (and at least ``MIN_GAIN``).
+Procedure: lower the graph with the heuristic tactics and run it once on inputs of the tuning
+shapes to learn each tunable step's signature (op, attributes, weight and input shapes). Steps
+whose tactics the timing cache does not all know are timed in place, inside whole-network runs
+(see ``_sweep``): a layer's time then includes the cache state its neighbours leave, the cold
+weights of a real run and the reorder its input needs. The heuristic incumbent is replaced
+only when another tactic is faster by ``MIN_GAIN`` and in most paired rounds (``MIN_WINS``).
 Choices are stored in ``node.attrs["tactic"]`` and travel with the engine file.
 """
 
@@ -16,7 +16,6 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,8 @@ from tensorkiln.backends.cpu.ops_fused import default_conv_tactic, tactics_for
 from tensorkiln.backends.cpu.program import Program
 from tensorkiln.ir import Node
 
-MIN_GAIN = 0.03  # a challenger must be at least 3 % faster than the incumbent
+MIN_GAIN = 0.03  # a challenger must be at least 3 % faster than the incumbent (median)
+MIN_WINS = 0.7  # … and faster in at least 70 % of the paired rounds
 
 
 @dataclass
@@ -70,60 +70,7 @@ def _default_tactic(node: Node) -> str:
     return default_conv_tactic(node) if node.op_type == "FusedConv" else "aten-linear"
 
 
-TIMING_METHOD = "cold-weights-side-by-side-2"  # part of every cache key: entries timed another way are not reused
-
-
-def _llc_bytes() -> int:
-    try:
-        text = Path("/sys/devices/system/cpu/cpu0/cache/index3/size").read_text().strip()
-        return int(text[:-1]) * 1024 if text.endswith("K") else int(text)
-    except (OSError, ValueError):
-        return 32 << 20
-
-
-class CacheFlusher:
-    """Timing a layer in a loop keeps its weights in cache; inside a network they are not (a
-    ResNet-50 reads 100 MB of weights per inference). Before each timed call, read a buffer
-    twice the last-level cache, then re-read the layer's inputs (just written by the previous
-    layer in a real run). Measured: warm-loop timing made Winograd look 1.9x faster on a
-    ResNet-50 stage-2 layer where, with cold weights, it is 1.09x — and the tuned engine no
-    faster end to end."""
-
-    def __init__(self) -> None:
-        self.buf: torch.Tensor | None = None  # made on first use: a warm-cache build times nothing
-
-    def __call__(self, args: Sequence[Any]) -> None:
-        if self.buf is None:
-            self.buf = torch.ones(min(2 * _llc_bytes(), 256 << 20) // 4)
-        self.buf.sum()
-        for a in args:
-            if isinstance(a, torch.Tensor) and a.numel() and a.dtype.is_floating_point:
-                a.sum()
-
-
-def _time_side_by_side(kernels: dict[str, Callable[..., Any]], args: Sequence[Any], repeats: int,
-                       flush: Callable[[Sequence[Any]], None] | None = None) -> dict[str, tuple[float, float]]:
-    """Median and IQR (ms) of every kernel, timed in interleaved rounds (the order rotating each
-    round) so that all of them see the same machine: on a shared host the speed drifts by tens
-    of percent over seconds, more than most differences between tactics."""
-    names = list(kernels)
-    for name in names:
-        for _ in range(2):
-            kernels[name](*args)
-    ts: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        k = r % len(names) if names else 0
-        for name in names[k:] + names[:k]:
-            if flush is not None:
-                flush(args)
-            t0 = time.perf_counter()
-            kernels[name](*args)
-            ts[name].append((time.perf_counter() - t0) * 1e3)
-    out = {}
-    for name, v in ts.items():
-        q1, q3 = np.percentile(v, [25, 75])
-        out[name] = (float(np.median(v)), float(q3 - q1))
-    return out
+TIMING_METHOD = "in-model-2"  # part of every cache key: entries timed another way are not reused
 
 
 def tune_graph(program: Program, inputs: Sequence[torch.Tensor], registry: dict[tuple[str, str], Any],
@@ -131,27 +78,158 @@ def tune_graph(program: Program, inputs: Sequence[torch.Tensor], registry: dict[
                progress: Callable[[int, int, str], None] | None = None) -> list[TuneRecord]:
     """Choose a tactic for every tunable step; returns one record per tunable step."""
     pinned = pinned or {}
-    repeats = {1: 3, 2: 5, 3: 7, 4: 11, 5: 21}.get(level, 5)
+    rounds = {1: 3, 2: 5, 3: 7, 4: 11, 5: 21}.get(level, 5)
+    tunable = [i for i, st in enumerate(program.steps) if len(tactics_for(st.node)) > 1]
+    sigs = _signatures(program, inputs, tunable)
+    records: list[TuneRecord] = []
+    keys: dict[int, dict[str, str]] = {}
+    todo: dict[int, list[str]] = {}
+    for i in tunable:
+        node = program.steps[i].node
+        incumbent = _default_tactic(node)
+        rec = TuneRecord(i, node.name, node.qualified_op, list(node.origin), sigs[i], incumbent, incumbent)
+        records.append(rec)
+        if node.name in pinned:
+            rec.chosen, rec.pinned = pinned[node.name], True
+            continue
+        keys[i] = {tac: f"{sigs[i]}|{tac}@{ver}" for tac, ver in tactics_for(node).items()}
+        missing = [tac for tac, key in keys[i].items() if cache.get(key) is None]
+        rec.cached = not missing
+        if missing:
+            # every tactic of the layer is timed again, side by side: timings taken minutes (or
+            # builds) apart on a shared machine are not comparable
+            todo[i] = list(keys[i])
+    if todo:
+        times = _sweep(program, inputs, registry, todo, rounds, budget_s, progress)
+        samples: dict[str, list[float]] = {}
+        wins: dict[str, list[bool]] = {}
+        for (i, tac), ts in times.items():
+            samples.setdefault(keys[i][tac], []).extend(ts)  # repeated layers of one shape pool samples
+            inc = times.get((i, _default_tactic(program.steps[i].node)))
+            if inc is not None:  # rounds are interleaved: round r of two variants saw the same machine
+                wins.setdefault(keys[i][tac], []).extend(a < b for a, b in zip(ts, inc))
+        for key, ts in samples.items():
+            cache.put(key, float(np.median(ts)))  # decisions depend only on cached numbers: replayable
+            if key in wins:
+                cache.put(key + "#wins", float(np.mean(wins[key])))
+    for rec in records:
+        if not rec.pinned:
+            _decide(rec, keys[rec.step], cache)
+        program.steps[rec.step].node.attrs["tactic"] = rec.chosen
+    return records
+
+
+def _decide(rec: TuneRecord, keys: dict[str, str], cache: TimingCache) -> None:
+    """The incumbent is replaced only by a tactic whose median is at least ``MIN_GAIN`` faster
+    and that beat it in at least ``MIN_WINS`` of the paired rounds (the noise test: medians of
+    a handful of runs on a shared machine differ by a few percent by chance)."""
+    for tac, key in keys.items():
+        ms = cache.entries.get(key)  # counted as a hit or miss before
+        if ms is not None:
+            rec.times_ms[tac] = round(ms, 4)
+    if rec.times_ms:
+        best = min(rec.times_ms, key=lambda t: rec.times_ms[t])
+        inc_ms = rec.times_ms.get(rec.incumbent)
+        wins = cache.entries.get(keys[best] + "#wins", 0.0)
+        if inc_ms is None or (inc_ms - rec.times_ms[best] > MIN_GAIN * inc_ms and wins >= MIN_WINS):
+            rec.chosen = best
+
+
+def _signatures(program: Program, inputs: Sequence[torch.Tensor], steps: list[int]) -> dict[int, str]:
+    """Run the program once; the signature of each of ``steps`` from its real inputs."""
+    wanted = set(steps)
+    out: dict[int, str] = {}
+
+    def record(i: int, args: list[Any]) -> None:
+        if i in wanted:
+            out[i] = signature(program.steps[i].node, args)
+
+    run_steps(program, inputs, [st.kernel for st in program.steps], before=record)
+    return out
+
+
+def _sweep(program: Program, inputs: Sequence[torch.Tensor], registry: dict[tuple[str, str], Any],
+           todo: dict[int, list[str]], rounds: int, budget_s: float,
+           progress: Callable[[int, int, str], None] | None) -> dict[tuple[int, str], list[float]]:
+    """Time tactics where they run: inside the whole network.
+
+    One variant of the program per tactic, with that tactic in every step of ``todo`` that offers
+    it (the heuristic kernels elsewhere); the variants run in interleaved rounds (the order
+    rotating) and each step is timed in place, so it sees the caches its neighbours leave and
+    the weights as cold as in a real run, and all variants see the same machine. (Timing a
+    layer alone misleads both ways: in a loop its weights stay cached; with the caches flushed
+    before each call, a constant ~0.5 ms wake-up and refill cost swamps the differences —
+    measured on this host.) Returns the per-round times (ms) of every (step, tactic)."""
+    base = [st.kernel for st in program.steps]
+    variants: dict[str, tuple[list[Callable[..., Any]], list[int]]] = {}
+    for tac in sorted({t for tacs in todo.values() for t in tacs}):
+        kernels, used = list(base), []
+        for i, tacs in todo.items():
+            if tac not in tacs:
+                continue
+            node = program.steps[i].node
+            trial = copy.copy(node)
+            trial.attrs = {**node.attrs, "tactic": tac}
+            try:
+                k = registry[(node.domain, node.op_type)](trial, BuildContext(compile_subgraph=_no_sub))
+            except Exception:  # a tactic that cannot run this layer is not a candidate
+                continue
+            kernels[i] = _with_reorder(k) if node.attrs.get("layout") == "nhwc" else k
+            used.append(i)
+        if used:
+            variants[tac] = (kernels, used)
+    names = list(variants)
+    t_run = 0.0
+    for name in names:  # first runs: warm-up, and steps whose kernel fails drop out of that variant
+        kernels, used = variants[name]
+        t0 = time.perf_counter()
+        failed = run_steps(program, inputs, kernels, fallback=base)
+        t_run = max(t_run, time.perf_counter() - t0)
+        for i in failed:
+            kernels[i] = base[i]
+        variants[name] = (kernels, [i for i in used if i not in failed])
+    if names and t_run > 0:  # within the time budget, but never fewer than 3 rounds
+        rounds = max(3, min(rounds, int(budget_s / (t_run * len(names)))))
+    times: dict[tuple[int, str], list[float]] = {(i, n): [] for n in names for i in variants[n][1]}
+    total = rounds * len(names)
+    for r in range(rounds):
+        k = r % len(names) if names else 0
+        for j, name in enumerate(names[k:] + names[:k]):
+            kernels, used = variants[name]
+            step_ms = run_steps(program, inputs, kernels, timed=True)
+            for i in used:
+                times[(i, name)].append(step_ms[i])
+            if progress is not None:
+                progress(r * len(names) + j + 1, total, name)
+    return times
+
+
+def run_steps(program: Program, inputs: Sequence[torch.Tensor], kernels: list[Callable[..., Any]], *,
+              fallback: list[Callable[..., Any]] | None = None, timed: bool = False,
+              before: Callable[[int, list[Any]], None] | None = None) -> Any:
+    """Run ``program`` with ``kernels`` in place of its own. ``timed``: returns every step's time
+    (ms). ``fallback``: a step whose kernel raises runs the fallback kernel instead; returns the
+    set of such steps."""
     env = program.template.copy()
     for s, t in zip(program.input_slots + program.capture_slots, inputs):
         env[s] = t
-    tunable = [i for i, st in enumerate(program.steps) if len(tactics_for(st.node)) > 1]
-    flusher = CacheFlusher()
-    records: list[TuneRecord] = []
-    t_start = time.perf_counter()
-    done = 0
+    ms: list[float] = []
+    failed: set[int] = set()
+    clock = time.perf_counter
     for i, step in enumerate(program.steps):
         args = [env[k] for k in step.ins]
-        if i in tunable:
-            # in-place kernels write into their residual input: time them on a copy
-            targs = [a.clone() if k == 3 and isinstance(a, torch.Tensor) else a for k, a in enumerate(args)] \
-                if step.node.attrs.get("residual_inplace") else args
-            records.append(_tune_step(i, step.node, targs, registry, cache, repeats, pinned, flusher,
-                                      over_budget=time.perf_counter() - t_start > budget_s))
-            done += 1
-            if progress is not None:
-                progress(done, len(tunable), step.node.name)
-        r = step.kernel(*args)
+        if before is not None:
+            before(i, args)
+        t0 = clock()
+        if fallback is not None and kernels[i] is not fallback[i]:
+            try:
+                r = kernels[i](*args)
+            except Exception:
+                failed.add(i)
+                r = fallback[i](*args)
+        else:
+            r = kernels[i](*args)
+        ms.append((clock() - t0) * 1e3)
         if len(step.outs) == 1:
             env[step.outs[0]] = r
         else:
@@ -159,57 +237,7 @@ def tune_graph(program: Program, inputs: Sequence[torch.Tensor], registry: dict[
                 env[s] = t
         for f in step.frees:
             env[f] = None
-    return records
-
-
-def _tune_step(i: int, node: Node, args: list[Any], registry: dict[tuple[str, str], Any], cache: TimingCache,
-               repeats: int, pinned: dict[str, str], flusher: CacheFlusher, over_budget: bool) -> TuneRecord:
-    tactics = tactics_for(node)
-    incumbent = _default_tactic(node)
-    sig = signature(node, args)
-    rec = TuneRecord(i, node.name, node.qualified_op, list(node.origin), sig, incumbent, incumbent)
-    if node.name in pinned:
-        rec.chosen, rec.pinned = pinned[node.name], True
-        node.attrs["tactic"] = rec.chosen
-        return rec
-    spreads: dict[str, float] = {}
-    keys = {tac: f"{sig}|{tac}@{ver}" for tac, ver in tactics.items()}
-    missing = [tac for tac, key in keys.items() if cache.get(key) is None]
-    all_cached = not missing
-    if missing:
-        # time every candidate again, side by side: timings taken minutes (or builds) apart on a
-        # shared machine are not comparable, so a new tactic never races a cached number
-        todo = [tac for tac in keys if not over_budget or tac == incumbent]  # out of time: heuristic
-        kernels: dict[str, Callable[..., Any]] = {}
-        for tac in todo:
-            trial = copy.copy(node)
-            trial.attrs = {**node.attrs, "tactic": tac}
-            try:
-                kernel = registry[(node.domain, node.op_type)](trial, BuildContext(compile_subgraph=_no_sub))
-                if node.attrs.get("layout") == "nhwc":
-                    kernel = _with_reorder(kernel)
-                kernel(*args)  # a tactic that cannot run this layer is not a candidate
-            except Exception:
-                continue
-            kernels[tac] = kernel
-        for tac, (ms, spread) in _time_side_by_side(kernels, args, repeats, flusher).items():
-            cache.put(keys[tac], ms)
-            cache.put(keys[tac] + "#iqr", spread)  # decisions depend only on cached numbers: replayable
-    for tac, key in keys.items():
-        ms = cache.entries.get(key)  # counted as a hit or miss above
-        if ms is None or (missing and over_budget and tac != incumbent):
-            continue
-        spreads[tac] = cache.entries.get(key + "#iqr", 0.0)
-        rec.times_ms[tac] = round(ms, 4)
-    rec.cached = all_cached
-    if rec.times_ms:
-        best = min(rec.times_ms, key=lambda t: rec.times_ms[t])
-        inc_ms = rec.times_ms.get(incumbent)
-        noise = max(spreads.get(best, 0.0), spreads.get(incumbent, 0.0))
-        if inc_ms is None or (inc_ms - rec.times_ms[best] > max(noise, MIN_GAIN * inc_ms)):
-            rec.chosen = best
-    node.attrs["tactic"] = rec.chosen
-    return rec
+    return ms if timed else failed
 
 
 def _with_reorder(kernel: Callable[..., Any]) -> Callable[..., Any]:
