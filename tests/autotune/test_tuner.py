@@ -32,7 +32,7 @@ def test_every_conv_tactic_gives_the_same_numbers(tactic: str, tmp_path: Path) -
     np.testing.assert_allclose(e.run({"x": X})["y"], ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("tactic", ["aten-linear", "onednn-linear"])
+@pytest.mark.parametrize("tactic", ["aten-linear", "onednn-linear", "native-gemv"])
 def test_every_gemm_tactic_gives_the_same_numbers(tactic: str) -> None:
     ref = tensorkiln.build(conv_model(), optimize=False).run({"x": X})["y"]
     e = tensorkiln.build(conv_model(), opt_level=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -307,7 +308,7 @@ def _direct_kernel(node: Node, w_np: Any, b_np: Any, act: Act | None, generic: C
 # (aten-nchw v2: timed with the reorder to NHWC that its consumers in the channels-last region pay)
 CONV_TACTICS = {"onednn-nhwc": 1, "aten-nhwc": 1, "aten-nchw": 2, "winograd-f43": 1, "winograd-f25": 1,
                 "gemm-1x1": 1, "direct-nhwc": 3}
-GEMM_TACTICS = {"aten-linear": 1, "onednn-linear": 1}
+GEMM_TACTICS = {"aten-linear": 1, "onednn-linear": 1, "native-gemv": 1}
 
 
 def default_conv_tactic(node: Node) -> str:
@@ -342,8 +343,25 @@ def tactics_for(node: Node) -> dict[str, int]:
                 out["direct-nhwc"] = CONV_TACTICS["direct-nhwc"]
         return out
     if node.op_type == "FusedGemm":
-        return dict(GEMM_TACTICS)
+        out = {k: v for k, v in GEMM_TACTICS.items() if k != "native-gemv"}
+        if _gemv_ok(node) and _gemv_available():
+            out["native-gemv"] = GEMM_TACTICS["native-gemv"]
+        return out
     return {}
+
+
+def _gemv_available() -> bool:
+    from tensorkiln.backends.cpu.native import gemv
+
+    return gemv.available()
+
+
+def _gemv_ok(node: Node) -> bool:
+    """A 2-D float weight and a bias of one value per output (or none)."""
+    w, b = node.inputs[1], (node.inputs[2] if len(node.inputs) > 2 else None)
+    if w is None or w.const is None or w.const.ndim != 2 or w.const.dtype != np.float32:
+        return False
+    return b is None or (b.const is not None and b.const.size == w.const.shape[0] and b.const.ndim <= 2)
 
 
 def _with_layout(node: Node) -> Node:
@@ -365,8 +383,12 @@ def fused_gemm(node: Node, ctx: BuildContext) -> Kernel:
                                                list(node.attrs.get("activation_params", [])))
     linear = F.linear
     tactic = node.attrs.get("tactic") or "aten-linear"
+    if tactic == "native-gemv" and not (_gemv_ok(node) and _gemv_available()):
+        tactic = node.attrs["tactic"] = "aten-linear"  # tuned where a C compiler was; same math
     if tactic not in GEMM_TACTICS:
         raise unsupported(node, f"unknown FusedGemm tactic {tactic!r}; tactics are {list(GEMM_TACTICS)}")
+    if tactic == "native-gemv":
+        return _gemv_kernel(node, w_np, b_np, act, w, b)
     if tactic == "onednn-linear" and torch.backends.mkldnn.is_available():
         lin_pw = torch.ops.mkldnn._linear_pointwise
         attr = post or "none"
@@ -389,6 +411,28 @@ def fused_gemm(node: Node, ctx: BuildContext) -> Kernel:
         return act(linear(x, w, b))
 
     return kernel_act
+
+
+def _gemv_kernel(node: Node, w_np: Any, b_np: Any, act: Act | None, w: torch.Tensor,
+                 b: torch.Tensor | None) -> Kernel:
+    from tensorkiln.backends.cpu.native import ACT_CODES
+    from tensorkiln.backends.cpu.native.gemv import MAX_ROWS, Gemv
+
+    a = str(node.attrs.get("activation", ""))
+    fused = a if a in ACT_CODES else ""
+    gemv = Gemv(w_np, None if b_np is None else np.asarray(b_np).reshape(-1), fused,
+                list(node.attrs.get("activation_params", [])))
+    after = act if fused == "" else None
+
+    def kernel(x: torch.Tensor, _w: Any = None, _b: Any = None) -> torch.Tensor:
+        rows = gemv.rows(x)
+        if x.dtype != torch.float32 or not 0 < rows <= MAX_ROWS:  # larger batches: BLAS
+            y = F.linear(x, w.to(x.dtype), None if b is None else b.to(x.dtype))
+            return act(y) if act is not None else y
+        y = gemv(x)
+        return after(y) if after is not None else y
+
+    return kernel
 
 
 def gelu(node: Node, ctx: BuildContext) -> Kernel:
