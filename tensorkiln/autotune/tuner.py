@@ -78,7 +78,7 @@ def tune_graph(program: Program, inputs: Sequence[torch.Tensor], registry: dict[
                progress: Callable[[int, int, str], None] | None = None) -> list[TuneRecord]:
     """Choose a tactic for every tunable step; returns one record per tunable step."""
     pinned = pinned or {}
-    rounds = {1: 3, 2: 5, 3: 7, 4: 11, 5: 21}.get(level, 5)
+    rounds = {1: 3, 2: 7, 3: 9, 4: 13, 5: 21}.get(level, 7)
     tunable = [i for i, st in enumerate(program.steps) if len(tactics_for(st.node)) > 1]
     sigs = _signatures(program, inputs, tunable)
     records: list[TuneRecord] = []
