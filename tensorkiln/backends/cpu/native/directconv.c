@@ -197,12 +197,14 @@ void tk_conv_nhwc(const float *x, const float *wp, const float *bias, const floa
     const int KB = (g[G_K] + OB - 1) / OB;
     int *pix = malloc(sizeof(int) * 3 * (P > 0 ? P : 1));
     if (!pix) return; /* the caller checks nothing here: it allocated far more already */
-    for (long q = 0; q < P; q++) {
-        int ow = (int)(q % g[G_WO]), oh = (int)((q / g[G_WO]) % g[G_HO]);
-        pix[3 * q] = (int)(q / ((long)g[G_WO] * g[G_HO]));
-        pix[3 * q + 1] = oh * g[G_SH] - g[G_PT];
-        pix[3 * q + 2] = ow * g[G_SW] - g[G_PL];
-    }
+    int *q = pix; /* nested loops, not divisions per pixel: this runs before the threads start */
+    for (int n = 0; n < g[G_N]; n++)
+        for (int oh = 0; oh < g[G_HO]; oh++)
+            for (int ow = 0; ow < g[G_WO]; ow++, q += 3) {
+                q[0] = n;
+                q[1] = oh * g[G_SH] - g[G_PT];
+                q[2] = ow * g[G_SW] - g[G_PL];
+            }
     /* balanced tiles: 49 pixels run as 6,6,6,6,5,5,5,5,5 rather than eight 6s and a 1 (a
      * one-pixel tile has 2 accumulators: bound by FMA latency, not throughput) */
     conv_t cv = {x, wp, bias, z, zero, y, g, pix, P, T, P / T, P % T, act, lo, hi};
