@@ -85,28 +85,39 @@ class DirectConv:
         self.act = ACT_CODES[act]
         self.lo, self.hi = (float(act_params[0]), float(act_params[1])) if act == "Clip" else (0.0, 0.0)
         self.inplace = inplace
-        self._geom: dict[tuple[int, ...], torch.Tensor] = {}
+        self._geom: dict[tuple[int, ...], tuple[torch.Tensor, tuple[int, ...], tuple[int, ...]]] = {}
 
     def out_hw(self, h: int, w: int) -> tuple[int, int]:
         ho = (h + self.pt + self.pb - self.dh * (self.kh - 1) - 1) // self.sh + 1
         wo = (w + self.pl + self.pr - self.dw * (self.kw - 1) - 1) // self.sw + 1
         return ho, wo
 
+    def _shape(self, n: int, h: int, w: int) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, ...]]:
+        """The kernel's geometry, the output shape and its channels-last strides, per input size."""
+        got = self._geom.get((n, h, w))
+        if got is None:
+            ho, wo = self.out_hw(h, w)
+            if ho < 1 or wo < 1:
+                raise ValueError(f"a {self.kh}x{self.kw} convolution of a {h}x{w} input has no output")
+            g = torch.tensor([n, h, w, self.c, self.k, self.kh, self.kw, self.sh, self.sw, self.dh, self.dw,
+                              self.pt, self.pl, ho, wo], dtype=torch.int32)
+            got = (g, (n, self.k, ho, wo), (ho * wo * self.k, 1, wo * self.k, self.k))
+            self._geom[(n, h, w)] = got
+        return got
+
     def __call__(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         cl = torch.channels_last
         x = x.contiguous(memory_format=cl)
         n, c, h, w = x.shape
-        ho, wo = self.out_hw(h, w)
-        key = (n, h, w)
-        g = self._geom.get(key)
-        if g is None:
-            g = torch.tensor([n, h, w, c, self.k, self.kh, self.kw, self.sh, self.sw, self.dh, self.dw,
-                              self.pt, self.pl, ho, wo], dtype=torch.int32)
-            self._geom[key] = g
+        if c != self.c:  # the kernel would read past the input
+            raise ValueError(f"expected {self.c} input channels, got {c}")
+        g, shape, strides = self._shape(n, h, w)
+        if z is not None and tuple(z.shape) != shape:
+            raise ValueError(f"residual of shape {tuple(z.shape)} for an output of shape {shape}")
         if z is not None and self.inplace and z.is_contiguous(memory_format=cl):
             y = z  # z dies here (checked by the in-place residual pass); each tile reads then writes it
         else:
-            y = torch.empty((n, self.k, ho, wo), memory_format=cl)
+            y = torch.empty_strided(shape, strides)  # channels-last
             if z is not None:
                 z = z.contiguous(memory_format=cl)
         zp = z.data_ptr() if z is not None else None

@@ -89,3 +89,17 @@ def test_engine_with_every_conv_direct() -> None:
         assert [s["tactic"] for s in e.steps() if s["op"].endswith("FusedConv")] == ["direct-nhwc"] * len(convs)
         for _ in range(2):  # a second run: the in-place residual must not have disturbed anything
             np.testing.assert_allclose(e.run({"x": x})["y"], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_wrong_shapes_are_refused_not_read_past() -> None:
+    rng = np.random.default_rng(1)
+    conv = directconv.DirectConv(rng.standard_normal((8, 4, 3, 3)).astype(np.float32), None, [1, 1], [1, 1, 1, 1],
+                                 [1, 1], "", [])
+    with pytest.raises(ValueError, match="expected 4 input channels, got 5"):
+        conv(torch.zeros(1, 5, 6, 6))
+    with pytest.raises(ValueError, match="residual of shape"):
+        conv(torch.zeros(1, 4, 6, 6), torch.zeros(1, 8, 5, 6))
+    small = directconv.DirectConv(rng.standard_normal((8, 4, 3, 3)).astype(np.float32), None, [1, 1],
+                                  [0, 0, 0, 0], [1, 1], "", [])
+    with pytest.raises(ValueError, match="has no output"):
+        small(torch.zeros(1, 4, 2, 2))
