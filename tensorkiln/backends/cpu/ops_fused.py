@@ -307,7 +307,7 @@ def _direct_kernel(node: Node, w_np: Any, b_np: Any, act: Act | None, generic: C
 # tactic id → version; a version bump invalidates timing-cache entries of that tactic
 # (aten-nchw v2: timed with the reorder to NHWC that its consumers in the channels-last region pay)
 CONV_TACTICS = {"onednn-nhwc": 1, "aten-nhwc": 1, "aten-nchw": 2, "winograd-f43": 1, "winograd-f25": 1,
-                "gemm-1x1": 1, "direct-nhwc": 3}
+                "gemm-1x1": 1, "direct-nhwc": 4}
 GEMM_TACTICS = {"aten-linear": 1, "onednn-linear": 1, "native-gemv": 1}
 
 

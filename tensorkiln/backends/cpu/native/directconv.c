@@ -23,7 +23,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { G_N, G_H, G_W, G_C, G_K, G_KH, G_KW, G_SH, G_SW, G_DH, G_DW, G_PT, G_PL, G_HO, G_WO, G_NG };
+/* geometry; G_CS: floats from one input pixel to the next (C, or more for a channel slice of a
+ * wider NHWC tensor, e.g. one output of a channel split: read in place, not copied) */
+enum { G_N, G_H, G_W, G_C, G_K, G_KH, G_KW, G_SH, G_SW, G_DH, G_DW, G_PT, G_PL, G_HO, G_WO, G_CS, G_NG };
 
 #define MR 6
 #define OB 16
@@ -68,7 +70,7 @@ static inline __attribute__((always_inline)) __m256 act8(__m256 v, int act, __m2
 static inline __attribute__((always_inline)) void
 tile(const conv_t *cv, long q0, const int M, int kb, int c0, int c1, int first, int last, long pf) {
     const int *g = cv->g;
-    const int H = g[G_H], W = g[G_W], C = g[G_C], KH = g[G_KH], KW = g[G_KW], K = g[G_K];
+    const int H = g[G_H], W = g[G_W], C = g[G_C], KH = g[G_KH], KW = g[G_KW], K = g[G_K], CS = g[G_CS];
     const int DH = g[G_DH], DW = g[G_DW];
     const int k0 = kb * OB, nk = K - k0 < OB ? K - k0 : OB;
     float *y = cv->y + q0 * K + k0;
@@ -78,7 +80,7 @@ tile(const conv_t *cv, long q0, const int M, int kb, int c0, int c1, int first, 
     int ih0[MR], iw0[MR];
     for (int p = 0; p < M; p++) {
         const int *q = cv->pix + 3 * (q0 + p);
-        base[p] = cv->x + (long)q[0] * H * W * C;
+        base[p] = cv->x + (long)q[0] * H * W * CS;
         ih0[p] = q[1];
         iw0[p] = q[2];
     }
@@ -109,7 +111,7 @@ tile(const conv_t *cv, long q0, const int M, int kb, int c0, int c1, int first, 
             if (M > P) {                                                                      \
                 int ih = ih0[P] + kh * DH, iw = iw0[P] + kw * DW;                             \
                 if (ih >= 0 && ih < H && iw >= 0 && iw < W)                                   \
-                    p##P = base[P] + ((long)ih * W + iw) * C;                                 \
+                    p##P = base[P] + ((long)ih * W + iw) * CS;                                \
             }
             PTR(0) PTR(1) PTR(2) PTR(3) PTR(4) PTR(5)
 #undef PTR

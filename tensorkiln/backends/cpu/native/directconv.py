@@ -1,6 +1,7 @@
 """Direct NHWC convolution on AVX2 register tiles (directconv.c).
 
-Any kernel size, stride, dilation and padding, one group, float32, channels-last input; bias,
+Any kernel size, stride, dilation and padding, one group, float32, channels-last input (or a
+channel slice of a wider channels-last tensor, read in place: the outputs of a channel split); bias,
 a residual (written in place when it dies here) and ReLU/Clip are applied in the kernel's
 store. The weights are packed once into [K/16][KH][KW][C][16].
 """
@@ -58,6 +59,18 @@ def pack_weight(w: np.ndarray, ob: int) -> tuple[torch.Tensor, int]:
     return out, kp
 
 
+def _pixel_stride(x: torch.Tensor) -> int:
+    """Floats between neighbouring pixels when ``x`` is NHWC-strided with contiguous channels (a
+    channels-last tensor, or a channel slice of a wider one), else 0."""
+    if x.dim() != 4 or x.dtype != torch.float32:
+        return 0
+    n, c, h, w = x.shape
+    sn, sc, sh, sw = x.stride()
+    if c == 0 or (sc != 1 and c > 1) or sw < c or (sh != w * sw and h > 1) or (sn != h * w * sw and n > 1):
+        return 0
+    return int(sw)
+
+
 class DirectConv:
     """A prepared convolution; call with an NHWC (channels_last) float32 tensor."""
 
@@ -92,26 +105,30 @@ class DirectConv:
         wo = (w + self.pl + self.pr - self.dw * (self.kw - 1) - 1) // self.sw + 1
         return ho, wo
 
-    def _shape(self, n: int, h: int, w: int) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, ...]]:
-        """The kernel's geometry, the output shape and its channels-last strides, per input size."""
-        got = self._geom.get((n, h, w))
+    def _shape(self, n: int, h: int, w: int, cs: int) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, ...]]:
+        """The kernel's geometry, the output shape and its channels-last strides, per input size
+        and pixel stride."""
+        got = self._geom.get((n, h, w, cs))
         if got is None:
             ho, wo = self.out_hw(h, w)
             if ho < 1 or wo < 1:
                 raise ValueError(f"a {self.kh}x{self.kw} convolution of a {h}x{w} input has no output")
             g = torch.tensor([n, h, w, self.c, self.k, self.kh, self.kw, self.sh, self.sw, self.dh, self.dw,
-                              self.pt, self.pl, ho, wo], dtype=torch.int32)
+                              self.pt, self.pl, ho, wo, cs], dtype=torch.int32)
             got = (g, (n, self.k, ho, wo), (ho * wo * self.k, 1, wo * self.k, self.k))
-            self._geom[(n, h, w)] = got
+            self._geom[(n, h, w, cs)] = got
         return got
 
     def __call__(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         cl = torch.channels_last
-        x = x.contiguous(memory_format=cl)
+        cs = _pixel_stride(x)
+        if cs == 0:
+            x = x.contiguous(memory_format=cl)
+            cs = int(x.shape[1])
         n, c, h, w = x.shape
         if c != self.c:  # the kernel would read past the input
             raise ValueError(f"expected {self.c} input channels, got {c}")
-        g, shape, strides = self._shape(n, h, w)
+        g, shape, strides = self._shape(n, h, w, cs)
         if z is not None and tuple(z.shape) != shape:
             raise ValueError(f"residual of shape {tuple(z.shape)} for an output of shape {shape}")
         if z is not None and self.inplace and z.is_contiguous(memory_format=cl):

@@ -103,3 +103,17 @@ def test_wrong_shapes_are_refused_not_read_past() -> None:
                                   [0, 0, 0, 0], [1, 1], "", [])
     with pytest.raises(ValueError, match="has no output"):
         small(torch.zeros(1, 4, 2, 2))
+
+
+@pytest.mark.parametrize(("c0", "c1"), [(0, 16), (16, 40), (5, 12)])
+def test_channel_slice_of_a_wider_tensor_is_read_in_place(c0: int, c1: int) -> None:
+    """The outputs of a channel split are views with a pixel stride wider than their channels."""
+    rng = np.random.default_rng(c0)
+    wide = torch.from_numpy(rng.standard_normal((2, 40, 9, 11)).astype(np.float32)).contiguous(memory_format=CL)
+    view = wide[:, c0:c1]
+    assert directconv._pixel_stride(view) == 40 and not view.is_contiguous(memory_format=CL)
+    wt = rng.standard_normal((8, c1 - c0, 3, 3)).astype(np.float32)
+    y = directconv.DirectConv(wt, None, [2, 2], [1, 1, 1, 1], [1, 1], "", [])(view)
+    want = _ref(view, wt, np.zeros(8, np.float32), 2, (1, 1, 1, 1), 1, None, "", [])
+    assert torch.allclose(y.double(), want, rtol=1e-5, atol=1e-5)
+    assert directconv._pixel_stride(torch.zeros(1, 4, 3, 3)) == 0  # NCHW: copied to channels-last first
