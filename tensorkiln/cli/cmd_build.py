@@ -23,7 +23,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     p.add_argument("--streams", default="1", help="CPU streams for throughput (N or 'auto')")
     p.add_argument("--opt-level", type=int, default=2, help="0 = heuristic tactics only … 5 = widest timing")
-    p.add_argument("--tune-budget", type=float, default=60.0, help="seconds of tactic timing at most")
+    p.add_argument("--tune-budget", type=float, default=60.0,
+                   help="seconds of tactic timing to aim for (fewer timing rounds, never under 3)")
     p.add_argument("--timing-cache", default=None, help="timing cache file (default: per machine in ~/.cache)")
     p.add_argument("--tactics", default=None, help="replay pinned tactic choices (JSON or a --report file)")
     p.add_argument("--report", default=None, help="write a build report (steps, tactics, timings) as JSON")

@@ -35,7 +35,7 @@ class BuildConfig:
     shapes: Any = None
     passes_disabled: list[str] = field(default_factory=list)
     opt_level: int = 2  # 0 = heuristic tactics only … 5 = most timing repeats
-    tune_budget_s: float = 60.0  # stop timing new tactics after this many seconds
+    tune_budget_s: float = 60.0  # tactic timing aims to fit (fewer in-network rounds, never under 3)
     timing_cache: str | None = None  # path; None = ~/.cache/tensorkiln/timing/<machine>.json, "" = none
     tactics_file: str | None = None  # JSON {node name: tactic} replayed instead of timing
     progress: bool = False  # show a progress bar while tuning (the CLI turns it on)
