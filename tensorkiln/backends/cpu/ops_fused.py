@@ -357,11 +357,14 @@ def _gemv_available() -> bool:
 
 
 def _gemv_ok(node: Node) -> bool:
-    """A 2-D float weight and a bias of one value per output (or none)."""
+    """A 2-D float weight and a bias of one value per output, [N] or [1, N] (or none)."""
     w, b = node.inputs[1], (node.inputs[2] if len(node.inputs) > 2 else None)
     if w is None or w.const is None or w.const.ndim != 2 or w.const.dtype != np.float32:
         return False
-    return b is None or (b.const is not None and b.const.size == w.const.shape[0] and b.const.ndim <= 2)
+    if b is None:
+        return True
+    n = w.const.shape[0]
+    return b.const is not None and (b.const.shape == (n,) or b.const.shape == (1, n))
 
 
 def _with_layout(node: Node) -> Node:
