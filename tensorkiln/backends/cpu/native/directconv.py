@@ -19,7 +19,7 @@ from tensorkiln.backends.cpu import native
 ACT_CODES = native.ACT_CODES
 
 _p, _i, _f = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
-_SIGNATURES: native.Signatures = {"tk_conv_nhwc": [_p, _p, _p, _p, _p, _p, _p, _i, _i, _i, _f, _f]}
+_SIGNATURES: native.Signatures = {"tk_conv_nhwc": [_p, _p, _p, _p, _p, _p, _p, _p, _i, _i, _i, _f, _f]}
 OB = 16  # output channels per weight block (two AVX2 vectors)
 L2_WEIGHTS = 128 << 10  # bytes of weights per group of output blocks: stays in L2 over the tiles
 
@@ -98,16 +98,17 @@ class DirectConv:
         self.act = ACT_CODES[act]
         self.lo, self.hi = (float(act_params[0]), float(act_params[1])) if act == "Clip" else (0.0, 0.0)
         self.inplace = inplace
-        self._geom: dict[tuple[int, ...], tuple[torch.Tensor, tuple[int, ...], tuple[int, ...]]] = {}
+        self._geom: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor, tuple[int, ...], tuple[int, ...]]] = {}
 
     def out_hw(self, h: int, w: int) -> tuple[int, int]:
         ho = (h + self.pt + self.pb - self.dh * (self.kh - 1) - 1) // self.sh + 1
         wo = (w + self.pl + self.pr - self.dw * (self.kw - 1) - 1) // self.sw + 1
         return ho, wo
 
-    def _shape(self, n: int, h: int, w: int, cs: int) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, ...]]:
-        """The kernel's geometry, the output shape and its channels-last strides, per input size
-        and pixel stride."""
+    def _shape(self, n: int, h: int, w: int, cs: int) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...],
+                                                                tuple[int, ...]]:
+        """The kernel's geometry, its pixel table, the output shape and its channels-last strides,
+        per input size and pixel stride."""
         got = self._geom.get((n, h, w, cs))
         if got is None:
             ho, wo = self.out_hw(h, w)
@@ -115,7 +116,10 @@ class DirectConv:
                 raise ValueError(f"a {self.kh}x{self.kw} convolution of a {h}x{w} input has no output")
             g = torch.tensor([n, h, w, self.c, self.k, self.kh, self.kw, self.sh, self.sw, self.dh, self.dw,
                               self.pt, self.pl, ho, wo, cs], dtype=torch.int32)
-            got = (g, (n, self.k, ho, wo), (ho * wo * self.k, 1, wo * self.k, self.k))
+            nn, oh, ow = np.meshgrid(np.arange(n), np.arange(ho), np.arange(wo), indexing="ij")
+            pix = np.stack([nn, oh * self.sh - self.pt, ow * self.sw - self.pl], axis=-1).astype(np.int32)
+            got = (g, torch.from_numpy(np.ascontiguousarray(pix.reshape(-1))), (n, self.k, ho, wo),
+                   (ho * wo * self.k, 1, wo * self.k, self.k))
             self._geom[(n, h, w, cs)] = got
         return got
 
@@ -128,7 +132,7 @@ class DirectConv:
         n, c, h, w = x.shape
         if c != self.c:  # the kernel would read past the input
             raise ValueError(f"expected {self.c} input channels, got {c}")
-        g, shape, strides = self._shape(n, h, w, cs)
+        g, pix, shape, strides = self._shape(n, h, w, cs)
         if z is not None and tuple(z.shape) != shape:
             raise ValueError(f"residual of shape {tuple(z.shape)} for an output of shape {shape}")
         if z is not None and self.inplace and z.is_contiguous(memory_format=cl):
@@ -139,6 +143,6 @@ class DirectConv:
                 z = z.contiguous(memory_format=cl)
         zp = z.data_ptr() if z is not None else None
         self.lib.tk_conv_nhwc(x.data_ptr(), self.wp.data_ptr(), self.bias.data_ptr(), zp, y.data_ptr(),
-                              self.zero.data_ptr(), g.data_ptr(), self.cb, self.kg, self.act, self.lo,
-                              self.hi)
+                              self.zero.data_ptr(), g.data_ptr(), pix.data_ptr(), self.cb, self.kg, self.act,
+                              self.lo, self.hi)
         return y
