@@ -67,6 +67,10 @@ def signature(node: Node, args: Sequence[Any]) -> str:
 
 
 def _default_tactic(node: Node) -> str:
+    if node.op_type == "QConv":
+        from tensorkiln.backends.cpu.ops_int8 import default_qconv_tactic
+
+        return default_qconv_tactic(node)
     return default_conv_tactic(node) if node.op_type == "FusedConv" else "aten-linear"
 
 

@@ -342,6 +342,10 @@ def tactics_for(node: Node) -> dict[str, int]:
             if direct_ok(node) and _direct_available():
                 out["direct-nhwc"] = CONV_TACTICS["direct-nhwc"]
         return out
+    if node.op_type == "QConv":
+        from tensorkiln.backends.cpu.ops_int8 import qconv_tactics
+
+        return qconv_tactics(node)
     if node.op_type == "FusedGemm":
         out = {k: v for k, v in GEMM_TACTICS.items() if k != "native-gemv"}
         if _gemv_ok(node) and _gemv_available():

@@ -25,9 +25,25 @@ CTX = BuildContext(compile_subgraph=lambda g: None)  # type: ignore[arg-type,ret
 rng = np.random.default_rng(0)
 
 
+LAST: dict[str, Node] = {}
+
+
 def kernel(op: str, inputs: list[Value | None], attrs: dict[str, Any], out_dtype: DType = DType.FLOAT32) -> Any:
     node = Node(op, inputs, [Value("y", out_dtype)], attrs, name=op.lower(), domain="tensorkiln", opset=1)
+    LAST["node"] = node
     return REGISTRY[("tensorkiln", op)](node, CTX)
+
+
+def _direct_runs(attrs: dict[str, Any]) -> bool:
+    """QConv asked for direct-int8 got it (where the kernel can run it), else fell back to oneDNN."""
+    from tensorkiln.backends.cpu.native import qdirectconv
+
+    can = qdirectconv.available() and attrs["group"] == 1 and attrs["activation"] in qdirectconv.ACTIVATIONS
+    assert LAST["node"].attrs["tactic"] == ("direct-int8" if can else "onednn-int8")
+    return can
+
+
+TACTICS = pytest.mark.parametrize("tactic", ["onednn-int8", "direct-int8"])
 
 
 def quant(x: torch.Tensor, s: float, z: int) -> torch.Tensor:
@@ -70,25 +86,31 @@ def ref_conv(xd: torch.Tensor, wd: torch.Tensor, b: torch.Tensor, attrs: dict[st
 ACTS = {"": lambda t: t, "Relu": torch.relu, "Clip": lambda t: t.clamp(0, 6), "HardSwish": F.hardswish}
 
 
+@TACTICS
 @pytest.mark.parametrize("act", list(ACTS))
 @pytest.mark.parametrize(("groups", "pads", "stride"), [(1, (1, 1, 1, 1), 1), (4, (1, 1, 1, 1), 2),
-                                                        (8, (0, 1, 2, 1), 1)])
-def test_qconv_uint8_in_uint8_out(act: str, groups: int, pads: tuple[int, ...], stride: int) -> None:
+                                                        (8, (0, 1, 2, 1), 1), (1, (0, 1, 2, 1), 2)])
+def test_qconv_uint8_in_uint8_out(act: str, groups: int, pads: tuple[int, ...], stride: int, tactic: str) -> None:
     attrs, inputs, wd, b = conv_case(groups=groups, pads=pads, stride=stride, c=8, k=8, act=act)
-    attrs.update(out_dtype="uint8", y_scale=0.03, y_zero_point=90)
+    attrs.update(out_dtype="uint8", y_scale=0.03, y_zero_point=90, tactic=tactic)
     qx = torch.from_numpy(rng.integers(0, 256, (2, 8, 9, 9)).astype(np.uint8))
     got = kernel("QConv", [*inputs, None], attrs, DType.UINT8)(qx, None, None, None, None)
+    if tactic == "direct-int8":
+        _direct_runs(attrs)
     assert got.dtype == torch.uint8
     want = ACTS[act](ref_conv(deq(qx, 0.02, 100), wd, b, attrs))
     assert_u8_close(got, want, 0.03, 90)
 
 
-def test_qconv_float_in_float_out_quantizes_the_input() -> None:
+@TACTICS
+def test_qconv_float_in_float_out_quantizes_the_input(tactic: str) -> None:
     attrs, inputs, wd, b = conv_case(act="Relu")
-    attrs["out_dtype"] = "float32"
+    attrs.update(out_dtype="float32", tactic=tactic)
     inputs[0] = Value("x", DType.FLOAT32, (2, 8, 9, 9))
     x = torch.randn(2, 8, 9, 9)
     got = kernel("QConv", [*inputs, None], attrs)(x)
+    if tactic == "direct-int8":
+        _direct_runs(attrs)
     assert got.dtype == torch.float32
     want = torch.relu(ref_conv(deq(quant(x, 0.02, 100), 0.02, 100), wd, b, attrs))
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
@@ -97,9 +119,10 @@ def test_qconv_float_in_float_out_quantizes_the_input() -> None:
 @pytest.mark.parametrize(("z_dtype", "out_dtype"), [("uint8", "uint8"), ("float32", "uint8"),
                                                     ("uint8", "float32"), ("float32", "float32")])
 @pytest.mark.parametrize("act", ["", "Relu"])
-def test_qconv_residual_sum(z_dtype: str, out_dtype: str, act: str) -> None:
+@TACTICS
+def test_qconv_residual_sum(z_dtype: str, out_dtype: str, act: str, tactic: str) -> None:
     attrs, inputs, wd, b = conv_case(act=act)
-    attrs.update(out_dtype=out_dtype, z_scale=0.05, z_zero_point=120)
+    attrs.update(out_dtype=out_dtype, z_scale=0.05, z_zero_point=120, tactic=tactic)
     if out_dtype == "uint8":
         attrs.update(y_scale=0.04, y_zero_point=7)
     qx = torch.from_numpy(rng.integers(0, 256, (2, 8, 9, 9)).astype(np.uint8))
@@ -109,6 +132,8 @@ def test_qconv_residual_sum(z_dtype: str, out_dtype: str, act: str) -> None:
     zv = Value("z", DType.UINT8 if z_dtype == "uint8" else DType.FLOAT32, tuple(z.shape))
     got = kernel("QConv", [*inputs, zv], attrs)(qx, None, None, None, z)
     assert torch.equal(z, z_before), "the residual input was modified"
+    if tactic == "direct-int8":
+        _direct_runs(attrs)
     zd = deq(quant(zf, 0.05, 120), 0.05, 120) if (z_dtype == "uint8" or out_dtype == "uint8") else zf.double()
     want = ACTS[act](ref_conv(deq(qx, 0.02, 100), wd, b, attrs) + zd)
     if out_dtype == "uint8":
@@ -168,3 +193,25 @@ def test_quantize_dequantize_roundtrip() -> None:
     assert q.tolist() == [[0, 99, 100, 101, 102, 102, 255, 255]]  # half to even: 1.5 → 2, 2.5 → 2
     d = kernel("Dequantize", [Value("q", DType.UINT8)], {"x_scale": 0.01, "x_zero_point": 100})(q)
     torch.testing.assert_close(d, (q.float() - 100) * 0.01)
+
+
+def test_qconv_tactics_offered_to_the_autotuner() -> None:
+    """direct-int8 is offered for 1x1 convolutions over >= 256 channels (where it measured faster
+    than oneDNN), not for 3x3 or narrower ones; the incumbent is oneDNN."""
+    from tensorkiln.autotune.tuner import _default_tactic
+    from tensorkiln.backends.cpu.native import qdirectconv
+    from tensorkiln.backends.cpu.ops_fused import tactics_for
+
+    def node(c: int, r: int) -> Node:
+        q, s = quantize_weight((rng.standard_normal((16, c, r, r)) * 0.1).astype(np.float32))
+        attrs = {"strides": [1, 1], "pads": [0, 0, 0, 0], "dilations": [1, 1], "group": 1, "activation": "Relu",
+                 "x_scale": 0.02, "x_zero_point": 0, "layout": "nhwc"}
+        inputs: list[Value | None] = [Value("x", DType.UINT8, (1, c, 7, 7)), Value("wq", const=q),
+                                      Value("ws", const=s), None]
+        return Node("QConv", inputs, [Value("y")], attrs, name="q", domain="tensorkiln", opset=1)
+
+    wide, narrow, k3 = node(256, 1), node(128, 1), node(256, 3)
+    assert tactics_for(narrow) == {} and tactics_for(k3) == {}
+    if qdirectconv.available():
+        assert set(tactics_for(wide)) == {"onednn-int8", "direct-int8"}
+    assert _default_tactic(wide) == "onednn-int8"
