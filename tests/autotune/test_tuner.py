@@ -156,7 +156,8 @@ def test_new_tactic_retimes_every_candidate_side_by_side(tmp_path: Path, monkeyp
 
     monkeypatch.setattr(tuner, "_sweep", spy)
     e = tensorkiln.build(conv_model(), timing_cache=str(cache))
-    assert len(swept) == 1 and [len(t) for t in swept[0].values()] == [len(conv_keys)]  # only the conv, all tactics
+    assert [len(t) for t in swept[0].values()] == [len(conv_keys)]  # only the conv, all tactics
+    assert all(list(t.values())[0][0] == "onednn-nhwc" and len(t) == 1 for t in swept[1:])  # close calls only
     rec = next(r for r in e.tuning if r["op"] == "tensorkiln::FusedConv")
     assert len(rec["times_ms"]) == len(conv_keys) and all(ms < 1e6 for ms in rec["times_ms"].values())
 
@@ -192,3 +193,49 @@ def tuner_registry() -> dict:  # type: ignore[type-arg]
     from tensorkiln.engine.tuning import REGISTRY
 
     return REGISTRY
+
+
+def test_close_calls_get_a_second_set_of_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A challenger faster by median but winning only half of the paired rounds is timed again
+    (incumbent and that challenger only), and the decision uses both sets of rounds."""
+    from tensorkiln.autotune import tuner
+
+    calls: list[dict[int, list[str]]] = []
+
+    def fake_sweep(program, inputs, registry, todo, rounds, *a):  # type: ignore[no-untyped-def]
+        calls.append({i: list(t) for i, t in todo.items()})
+        out = {}
+        for i, tacs in todo.items():
+            for t in tacs:
+                inc = tuner._default_tactic(program.steps[i].node)
+                if len(calls) == 1:  # first rounds: a challenger 10 % faster by median, 3 wins of 6
+                    ts = [1.0] * 6 if t == inc else ([0.5, 0.5, 0.5, 1.1, 1.1, 1.1] if t == "aten-nhwc" else [2.0] * 6)
+                else:  # second rounds: it wins every time
+                    ts = [1.0] * 6 if t == inc else [0.8] * 6
+                out[(i, t)] = ts
+        return out
+
+    monkeypatch.setattr(tuner, "_sweep", fake_sweep)
+    e = tensorkiln.build(conv_model(), timing_cache="")
+    assert len(calls) == 2
+    (step, tacs), = calls[1].items()
+    assert tacs == ["onednn-nhwc", "aten-nhwc"]
+    rec = next(r for r in e.tuning if r["op"] == "tensorkiln::FusedConv")
+    assert rec["chosen"] == "aten-nhwc"  # 9 wins of 12 after the second rounds
+
+
+def test_clear_calls_are_not_timed_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tensorkiln.autotune import tuner
+
+    calls: list[dict[int, list[str]]] = []
+
+    def fake_sweep(program, inputs, registry, todo, rounds, *a):  # type: ignore[no-untyped-def]
+        calls.append(todo)
+        inc = {i: tuner._default_tactic(program.steps[i].node) for i in todo}
+        return {(i, t): ([1.0] * 6 if t == inc[i] else [1.5] * 6) for i, tacs in todo.items() for t in tacs}
+
+    monkeypatch.setattr(tuner, "_sweep", fake_sweep)
+    e = tensorkiln.build(conv_model(), timing_cache="")
+    assert len(calls) == 1
+    rec = next(r for r in e.tuning if r["op"] == "tensorkiln::FusedConv")
+    assert rec["chosen"] == rec["incumbent"]
