@@ -157,7 +157,7 @@ def test_new_tactic_retimes_every_candidate_side_by_side(tmp_path: Path, monkeyp
     monkeypatch.setattr(tuner, "_sweep", spy)
     e = tensorkiln.build(conv_model(), timing_cache=str(cache))
     assert [len(t) for t in swept[0].values()] == [len(conv_keys)]  # only the conv, all tactics
-    assert all(list(t.values())[0][0] == "onednn-nhwc" and len(t) == 1 for t in swept[1:])  # close calls only
+    assert all(next(iter(t.values()))[0] == "onednn-nhwc" and len(t) == 1 for t in swept[1:])  # close calls only
     rec = next(r for r in e.tuning if r["op"] == "tensorkiln::FusedConv")
     assert len(rec["times_ms"]) == len(conv_keys) and all(ms < 1e6 for ms in rec["times_ms"].values())
 
@@ -218,7 +218,7 @@ def test_close_calls_get_a_second_set_of_rounds(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(tuner, "_sweep", fake_sweep)
     e = tensorkiln.build(conv_model(), timing_cache="")
     assert len(calls) == 2
-    (step, tacs), = calls[1].items()
+    ((_step, tacs),) = calls[1].items()
     assert tacs == ["onednn-nhwc", "aten-nhwc"]
     rec = next(r for r in e.tuning if r["op"] == "tensorkiln::FusedConv")
     assert rec["chosen"] == "aten-nhwc"  # 9 wins of 12 after the second rounds
