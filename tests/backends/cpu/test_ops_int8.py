@@ -154,7 +154,8 @@ def test_qconv_activation_outside_onednn_runs_on_float_output() -> None:
 @pytest.mark.parametrize("out_dtype", ["uint8", "float32"])
 @pytest.mark.parametrize("x_dtype", ["uint8", "float32"])
 @pytest.mark.parametrize("act", ["", "Relu", "Tanh"])
-def test_qgemm(out_dtype: str, x_dtype: str, act: str) -> None:
+@pytest.mark.parametrize("shape", [(5, 24), (1, 24), (3, 24), (2, 2, 24)])  # <= 4 rows: the direct int8 kernel
+def test_qgemm(out_dtype: str, x_dtype: str, act: str, shape: tuple[int, ...]) -> None:
     if act == "Tanh" and out_dtype == "uint8":
         pytest.skip("Tanh is not a oneDNN int8 post-op: such layers write float32 (the plan never asks for uint8)")
     w = (rng.standard_normal((10, 24)) * 0.2).astype(np.float32)
@@ -164,9 +165,9 @@ def test_qgemm(out_dtype: str, x_dtype: str, act: str) -> None:
                              "out_dtype": out_dtype}
     if out_dtype == "uint8":
         attrs.update(y_scale=0.05, y_zero_point=3)
-    xv = Value("x", DType.UINT8 if x_dtype == "uint8" else DType.FLOAT32, (5, 24))
+    xv = Value("x", DType.UINT8 if x_dtype == "uint8" else DType.FLOAT32, shape)
     k = kernel("QGemm", [xv, Value("wq", const=q), Value("ws", const=s), Value("b", const=b)], attrs)
-    xf = torch.randn(5, 24) * 2
+    xf = torch.randn(*shape) * 2
     qx = quant(xf, 0.03, 128)
     got = k(qx if x_dtype == "uint8" else xf)
     f = {"": lambda t: t, "Relu": torch.relu, "Tanh": torch.tanh}[act]
@@ -178,13 +179,24 @@ def test_qgemm(out_dtype: str, x_dtype: str, act: str) -> None:
         torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
 
 
-def test_qmaxpool_equals_maxpool_of_codes() -> None:
-    attrs = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "x_scale": 0.1, "x_zero_point": 30}
-    qx = torch.from_numpy(rng.integers(0, 256, (2, 4, 11, 11)).astype(np.uint8))
-    got = kernel("QMaxPool", [Value("x", DType.UINT8)], attrs, DType.UINT8)(qx)
-    # padding never wins: max over the window's real elements
-    want = F.max_pool2d(qx.float(), 3, 2, 1)
-    assert got.dtype == torch.uint8 and torch.equal(got.float(), want)
+@pytest.mark.parametrize("channels", [4, 70])  # under one register of 32 codes; registers and a tail
+@pytest.mark.parametrize("dil", [1, 2])
+@pytest.mark.parametrize("native", [True, False])
+def test_qmaxpool_equals_maxpool_of_codes(channels: int, dil: int, native: bool,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from tensorkiln.backends.cpu.native import pool
+
+    if native and not pool.available():
+        pytest.skip("the native pool kernel needs a C compiler")
+    monkeypatch.setattr(pool, "available", lambda: native and pool.library() is not None)
+    attrs = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "dilations": [dil, dil],
+             "x_scale": 0.1, "x_zero_point": 30}
+    qx = torch.from_numpy(rng.integers(0, 256, (2, channels, 11, 11)).astype(np.uint8))
+    for x in (qx, qx.contiguous(memory_format=torch.channels_last)):
+        got = kernel("QMaxPool", [Value("x", DType.UINT8)], attrs, DType.UINT8)(x)
+        # padding never wins: max over the window's real elements
+        want = F.max_pool2d(qx.float(), 3, 2, 1, dilation=dil)
+        assert got.dtype == torch.uint8 and torch.equal(got.float(), want)
 
 
 def test_quantize_dequantize_roundtrip() -> None:
@@ -215,3 +227,24 @@ def test_qconv_tactics_offered_to_the_autotuner() -> None:
     if qdirectconv.available():
         assert set(tactics_for(wide)) == {"onednn-int8", "direct-int8"}
     assert _default_tactic(wide) == "onednn-int8"
+
+
+def test_qgemm_few_rows_run_on_the_direct_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tensorkiln.backends.cpu.native import qdirectconv
+
+    if not qdirectconv.available():
+        pytest.skip("the int8 direct kernel needs a C compiler and AVX2")
+    calls: list[tuple[int, ...]] = []
+    real = qdirectconv.QDirectConv.__call__
+
+    def spy(self, x, z=None):  # type: ignore[no-untyped-def]
+        calls.append(tuple(x.shape))
+        return real(self, x, z)
+
+    monkeypatch.setattr(qdirectconv.QDirectConv, "__call__", spy)
+    q, s = quantize_weight((rng.standard_normal((10, 24)) * 0.2).astype(np.float32))
+    attrs: dict[str, Any] = {"activation": "Relu", "x_scale": 0.03, "x_zero_point": 128, "out_dtype": "float32"}
+    k = kernel("QGemm", [Value("x", DType.UINT8, (None, 24)), Value("wq", const=q), Value("ws", const=s), None], attrs)
+    k(torch.zeros(4, 24, dtype=torch.uint8))
+    k(torch.zeros(5, 24, dtype=torch.uint8))  # more rows: oneDNN's GEMM
+    assert calls == [(4, 24, 1, 1)]

@@ -1,14 +1,18 @@
-/* Max pooling over NHWC float32 (tensorkiln, CPU backend).
+/* Max pooling over NHWC float32 and uint8 (tensorkiln, CPU backend).
  *
  * y[n][oy][ox][c] = max over the window rows oy*sh - pt + ky*dh and columns ox*sw - pl + kx*dw
  * that fall inside the input (ONNX semantics: padding never wins; ceil_mode's extra windows are
  * clipped the same way). Channels are innermost and contiguous: 32 channels at a time stay in
  * four AVX2 registers over the whole window and are stored once (a read-modify-write of the
  * output per window tap was 2x slower on GoogLeNet's pools); output rows are split across the
- * OpenMP threads.
+ * OpenMP threads. uint8 (quantized codes: max commutes with a positive-scale quantization) keeps
+ * 32 channels in one register; a window entirely in padding gives code 0.
  */
 #include <immintrin.h>
 #include <math.h>
+#include <stdint.h>
+
+typedef void (*taps_fn)(const void *const *src, int nt, int C, void *dst);
 
 /* dst[c] = max over the nt taps src[t][c] (-inf when nt is 0); dst may be src[0] */
 static void max_taps(const float *const *src, int nt, int C, float *dst) {
@@ -44,18 +48,45 @@ static void max_taps(const float *const *src, int nt, int C, float *dst) {
     }
 }
 
-void tk_maxpool2d_nhwc(const float *x, int N, int H, int W, int C, int kh, int kw, int sh, int sw,
-                       int pt, int pl, int dh, int dw, int Ho, int Wo, float *y) {
+/* the uint8 version of max_taps */
+static void max_taps_u8(const void *const *srcv, int nt, int C, void *dstv) {
+    const uint8_t *const *src = (const uint8_t *const *)srcv;
+    uint8_t *dst = (uint8_t *)dstv;
+    int c = 0;
+    if (nt == 0) {
+        for (; c < C; c++) dst[c] = 0;
+        return;
+    }
+    for (; c + 32 <= C; c += 32) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(src[0] + c));
+        for (int t = 1; t < nt; t++) a = _mm256_max_epu8(a, _mm256_loadu_si256((const __m256i *)(src[t] + c)));
+        _mm256_storeu_si256((__m256i *)(dst + c), a);
+    }
+    for (; c < C; c++) {
+        uint8_t m = src[0][c];
+        for (int t = 1; t < nt; t++) m = src[t][c] > m ? src[t][c] : m;
+        dst[c] = m;
+    }
+}
+
+static void max_taps_f32(const void *const *src, int nt, int C, void *dst) {
+    max_taps((const float *const *)src, nt, C, (float *)dst);
+}
+
+/* the window loop, for elements of esz bytes */
+static void pool_nhwc(const char *x, int esz, taps_fn taps, int N, int H, int W, int C, int kh, int kw, int sh,
+                      int sw, int pt, int pl, int dh, int dw, int Ho, int Wo, char *y) {
     long rows = (long)N * Ho;
+    const long pix = (long)C * esz; /* bytes per pixel */
     #pragma omp parallel for schedule(static)
     for (long r = 0; r < rows; r++) {
         int n = (int)(r / Ho), oy = (int)(r % Ho);
-        const float *xn = x + (long)n * H * W * C;
+        const char *xn = x + (long)n * H * W * pix;
         int y0 = oy * sh - pt;
         for (int ox = 0; ox < Wo; ox++) {
-            float *dst = y + ((r * Wo) + ox) * (long)C;
+            char *dst = y + ((r * Wo) + ox) * pix;
             int x0 = ox * sw - pl;
-            const float *src[64]; /* the window's taps inside the input (at most 64 used) */
+            const void *src[64]; /* the window's taps inside the input (at most 64 used) */
             int nt = 0;
             for (int ky = 0; ky < kh; ky++) {
                 int iy = y0 + ky * dh;
@@ -64,14 +95,24 @@ void tk_maxpool2d_nhwc(const float *x, int N, int H, int W, int C, int kh, int k
                     int ix = x0 + kx * dw;
                     if (ix < 0 || ix >= W) continue;
                     if (nt == 64) { /* a huge window: fold the taps so far into dst first */
-                        max_taps(src, nt, C, dst);
+                        taps(src, nt, C, dst);
                         src[0] = dst;
                         nt = 1;
                     }
-                    src[nt++] = xn + ((long)iy * W + ix) * C;
+                    src[nt++] = xn + ((long)iy * W + ix) * pix;
                 }
             }
-            max_taps(src, nt, C, dst);
+            taps(src, nt, C, dst);
         }
     }
+}
+
+void tk_maxpool2d_nhwc(const float *x, int N, int H, int W, int C, int kh, int kw, int sh, int sw,
+                       int pt, int pl, int dh, int dw, int Ho, int Wo, float *y) {
+    pool_nhwc((const char *)x, 4, max_taps_f32, N, H, W, C, kh, kw, sh, sw, pt, pl, dh, dw, Ho, Wo, (char *)y);
+}
+
+void tk_maxpool2d_nhwc_u8(const uint8_t *x, int N, int H, int W, int C, int kh, int kw, int sh, int sw,
+                          int pt, int pl, int dh, int dw, int Ho, int Wo, uint8_t *y) {
+    pool_nhwc((const char *)x, 1, max_taps_u8, N, H, W, C, kh, kw, sh, sw, pt, pl, dh, dw, Ho, Wo, (char *)y);
 }

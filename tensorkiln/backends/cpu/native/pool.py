@@ -1,4 +1,4 @@
-"""Max pooling over channels-last float32 tensors with the C kernel in pool.c."""
+"""Max pooling over channels-last float32 or uint8 tensors with the C kernel in pool.c."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from tensorkiln.backends.cpu import native
 _i, _p = ctypes.c_int, ctypes.c_void_p
 
 
-_SIGNATURES: native.Signatures = {"tk_maxpool2d_nhwc": [_p] + [_i] * 14 + [_p]}
+_SIGNATURES: native.Signatures = {"tk_maxpool2d_nhwc": [_p] + [_i] * 14 + [_p],
+                                  "tk_maxpool2d_nhwc_u8": [_p] + [_i] * 14 + [_p]}
 
 
 def library() -> Any:
@@ -26,11 +27,13 @@ def available() -> bool:
 
 def maxpool2d_nhwc(x: torch.Tensor, kernel: Sequence[int], strides: Sequence[int], pads_begin: Sequence[int],
                    dilations: Sequence[int], out_hw: Sequence[int]) -> torch.Tensor:
-    """``x`` must be a channels-last float32 NCHW tensor; returns channels-last [N, C, *out_hw]."""
+    """``x`` must be a channels-last float32 or uint8 NCHW tensor; returns channels-last [N, C, *out_hw]
+    of its dtype (for uint8 a window entirely in the padding gives 0)."""
     lib = library()
     n, c, h, w = x.shape
     ho, wo = out_hw
-    y = torch.empty((n, c, ho, wo), memory_format=torch.channels_last)
-    lib.tk_maxpool2d_nhwc(x.data_ptr(), n, h, w, c, kernel[0], kernel[1], strides[0], strides[1],
+    y = torch.empty((n, c, ho, wo), dtype=x.dtype, memory_format=torch.channels_last)
+    fn = lib.tk_maxpool2d_nhwc_u8 if x.dtype == torch.uint8 else lib.tk_maxpool2d_nhwc
+    fn(x.data_ptr(), n, h, w, c, kernel[0], kernel[1], strides[0], strides[1],
                           pads_begin[0], pads_begin[1], dilations[0], dilations[1], ho, wo, y.data_ptr())
     return y
