@@ -172,7 +172,9 @@ QCONV_TACTICS = {"onednn-int8": 1, "direct-int8": 1}
 
 
 def default_qconv_tactic(node: Node) -> str:
-    """The heuristic choice (optimization level 0): oneDNN."""
+    """The heuristic choice (optimization level 0, and the autotuner's incumbent): oneDNN. (With
+    direct-int8 as the incumbent on the 1x1 layers it is offered for, ResNet-50 ran at 1.004x the
+    all-oneDNN engine, paired median of 100 rounds: its per-layer gains did not add up end to end.)"""
     return "onednn-int8"
 
 
