@@ -248,3 +248,18 @@ def test_qgemm_few_rows_run_on_the_direct_kernel(monkeypatch: pytest.MonkeyPatch
     k(torch.zeros(4, 24, dtype=torch.uint8))
     k(torch.zeros(5, 24, dtype=torch.uint8))  # more rows: oneDNN's GEMM
     assert calls == [(4, 24, 1, 1)]
+
+
+def test_qconv_direct_tactic_falls_back_where_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine tuned to direct-int8, loaded where the kernel cannot run (no compiler, no AVX2),
+    runs the layer on oneDNN with the same results."""
+    from tensorkiln.backends.cpu.native import qdirectconv
+
+    attrs, inputs, wd, b = conv_case(act="Relu")
+    attrs.update(out_dtype="uint8", y_scale=0.03, y_zero_point=0, tactic="direct-int8")
+    qx = torch.from_numpy(rng.integers(0, 256, (2, 8, 9, 9)).astype(np.uint8))
+    want = torch.relu(ref_conv(deq(qx, 0.02, 100), wd, b, attrs))
+    monkeypatch.setattr(qdirectconv, "available", lambda: False)
+    got = kernel("QConv", [*inputs, None], attrs, DType.UINT8)(qx, None, None, None, None)
+    assert LAST["node"].attrs["tactic"] == "onednn-int8"
+    assert_u8_close(got, want, 0.03, 0)
