@@ -60,10 +60,10 @@ def pack_weight(w: np.ndarray, ob: int) -> tuple[torch.Tensor, int]:
     return out, kp
 
 
-def _pixel_stride(x: torch.Tensor) -> int:
-    """Floats between neighbouring pixels when ``x`` is NHWC-strided with contiguous channels (a
-    channels-last tensor, or a channel slice of a wider one), else 0."""
-    if x.dim() != 4 or x.dtype != torch.float32:
+def _pixel_stride(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> int:
+    """Elements between neighbouring pixels when ``x`` is a ``dtype`` tensor, NHWC-strided with
+    contiguous channels (channels-last, or a channel slice of a wider one), else 0."""
+    if x.dim() != 4 or x.dtype != dtype:
         return 0
     n, c, h, w = x.shape
     sn, sc, sh, sw = x.stride()
@@ -72,7 +72,61 @@ def _pixel_stride(x: torch.Tensor) -> int:
     return int(sw)
 
 
-class DirectConv:
+def out_hw(h: int, w: int, kernel: tuple[int, int], strides: tuple[int, int], dilations: tuple[int, int],
+           pads: tuple[int, int, int, int]) -> tuple[int, int]:
+    """Output height and width of a convolution; pads are (top, left, bottom, right)."""
+    (kh, kw), (sh, sw), (dh, dw), (pt, pl, pb, pr) = kernel, strides, dilations, pads
+    return (h + pt + pb - dh * (kh - 1) - 1) // sh + 1, (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+
+
+def pixel_table(n: int, ho: int, wo: int, strides: tuple[int, int], pt: int, pl: int) -> torch.Tensor:
+    """Per output pixel (n, oh, ow order): its image, top input row and left input column (int32)."""
+    nn, oh, ow = np.meshgrid(np.arange(n), np.arange(ho), np.arange(wo), indexing="ij")
+    pix = np.stack([nn, oh * strides[0] - pt, ow * strides[1] - pl], axis=-1).astype(np.int32)
+    return torch.from_numpy(np.ascontiguousarray(pix.reshape(-1)))
+
+
+class ConvGeometry:
+    """Shape bookkeeping shared by the direct kernels: output size, and per input size and pixel
+    stride the kernel's geometry vector, its pixel table and the output's shape and strides."""
+
+    k: int
+    c: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    pt: int
+    pl: int
+    pb: int
+    pr: int
+    _geom: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor, tuple[int, ...], tuple[int, ...]]]
+
+    def _extra_geometry(self) -> list[int]:
+        return []
+
+    def out_hw(self, h: int, w: int) -> tuple[int, int]:
+        return out_hw(h, w, (self.kh, self.kw), (self.sh, self.sw), (self.dh, self.dw),
+                      (self.pt, self.pl, self.pb, self.pr))
+
+    def _shape(self, n: int, h: int, w: int, cs: int) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...],
+                                                                tuple[int, ...]]:
+        got = self._geom.get((n, h, w, cs))
+        if got is None:
+            ho, wo = self.out_hw(h, w)
+            if ho < 1 or wo < 1:
+                raise ValueError(f"a {self.kh}x{self.kw} convolution of a {h}x{w} input has no output")
+            g = torch.tensor([n, h, w, self.c, self.k, self.kh, self.kw, self.sh, self.sw, self.dh, self.dw,
+                              self.pt, self.pl, ho, wo, cs, *self._extra_geometry()], dtype=torch.int32)
+            got = (g, pixel_table(n, ho, wo, (self.sh, self.sw), self.pt, self.pl), (n, self.k, ho, wo),
+                   (ho * wo * self.k, 1, wo * self.k, self.k))
+            self._geom[(n, h, w, cs)] = got
+        return got
+
+
+class DirectConv(ConvGeometry):
     """A prepared convolution; call with an NHWC (channels_last) float32 tensor."""
 
     def __init__(self, w: np.ndarray, bias: np.ndarray | None, strides: list[int], pads: list[int],
@@ -103,29 +157,6 @@ class DirectConv:
         self._layouts: dict[tuple[Any, ...], tuple[int, int, int, tuple[int, ...], tuple[int, ...]]] = {}
         # addresses of the constant buffers (kept alive by self)
         self._wp, self._bias, self._zero = self.wp.data_ptr(), self.bias.data_ptr(), self.zero.data_ptr()
-
-    def out_hw(self, h: int, w: int) -> tuple[int, int]:
-        ho = (h + self.pt + self.pb - self.dh * (self.kh - 1) - 1) // self.sh + 1
-        wo = (w + self.pl + self.pr - self.dw * (self.kw - 1) - 1) // self.sw + 1
-        return ho, wo
-
-    def _shape(self, n: int, h: int, w: int, cs: int) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...],
-                                                                tuple[int, ...]]:
-        """The kernel's geometry, its pixel table, the output shape and its channels-last strides,
-        per input size and pixel stride."""
-        got = self._geom.get((n, h, w, cs))
-        if got is None:
-            ho, wo = self.out_hw(h, w)
-            if ho < 1 or wo < 1:
-                raise ValueError(f"a {self.kh}x{self.kw} convolution of a {h}x{w} input has no output")
-            g = torch.tensor([n, h, w, self.c, self.k, self.kh, self.kw, self.sh, self.sw, self.dh, self.dw,
-                              self.pt, self.pl, ho, wo, cs], dtype=torch.int32)
-            nn, oh, ow = np.meshgrid(np.arange(n), np.arange(ho), np.arange(wo), indexing="ij")
-            pix = np.stack([nn, oh * self.sh - self.pt, ow * self.sw - self.pl], axis=-1).astype(np.int32)
-            got = (g, torch.from_numpy(np.ascontiguousarray(pix.reshape(-1))), (n, self.k, ho, wo),
-                   (ho * wo * self.k, 1, wo * self.k, self.k))
-            self._geom[(n, h, w, cs)] = got
-        return got
 
     def _layout(self, x: torch.Tensor) -> tuple[int, int, int, tuple[int, ...], tuple[int, ...]]:
         """Per input layout (shape, strides, dtype): its pixel stride (0: not NHWC-strided, copy it

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from tensorkiln.backends.cpu import native
-from tensorkiln.backends.cpu.native.directconv import _has_avx2
+from tensorkiln.backends.cpu.native.directconv import ConvGeometry, _has_avx2, _pixel_stride
 
 _p, _i = ctypes.c_void_p, ctypes.c_int
 _SIGNATURES: native.Signatures = {"tk_qconv_nhwc": [_p, _p, _p, _p, _p, _p, _p, _p, _p, _p, _p, _i, _i, _i]}
@@ -51,19 +51,7 @@ def pack_weight(qw: np.ndarray) -> tuple[torch.Tensor, int, int]:
     return out, kp, c4
 
 
-def _byte_pixel_stride(x: torch.Tensor) -> int:
-    """Bytes between neighbouring pixels of a uint8 NHWC-strided tensor with contiguous channels
-    (channels-last, or a channel slice of a wider one), else 0."""
-    if x.dim() != 4 or x.dtype != torch.uint8:
-        return 0
-    n, c, h, w = x.shape
-    sn, sc, sh, sw = x.stride()
-    if c == 0 or (sc != 1 and c > 1) or sw < c or (sh != w * sw and h > 1) or (sn != h * w * sw and n > 1):
-        return 0
-    return int(sw)
-
-
-class QDirectConv:
+class QDirectConv(ConvGeometry):
     """A prepared int8 convolution; call with a uint8 NHWC tensor (and the residual, if any)."""
 
     def __init__(self, qw: np.ndarray, w_scale: np.ndarray, bias: np.ndarray | None, x_scale: float, x_zp: int,
@@ -123,26 +111,8 @@ class QDirectConv:
         self.inplace = inplace
         self._geom: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor, tuple[int, ...], tuple[int, ...]]] = {}
 
-    def out_hw(self, h: int, w: int) -> tuple[int, int]:
-        ho = (h + self.pt + self.pb - self.dh * (self.kh - 1) - 1) // self.sh + 1
-        wo = (w + self.pl + self.pr - self.dw * (self.kw - 1) - 1) // self.sw + 1
-        return ho, wo
-
-    def _shape(self, n: int, h: int, w: int, cs: int) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...],
-                                                                tuple[int, ...]]:
-        got = self._geom.get((n, h, w, cs))
-        if got is None:
-            ho, wo = self.out_hw(h, w)
-            if ho < 1 or wo < 1:
-                raise ValueError(f"a {self.kh}x{self.kw} convolution of a {h}x{w} input has no output")
-            g = torch.tensor([n, h, w, self.c, self.k, self.kh, self.kw, self.sh, self.sw, self.dh, self.dw,
-                              self.pt, self.pl, ho, wo, cs, self.c4], dtype=torch.int32)
-            nn, oh, ow = np.meshgrid(np.arange(n), np.arange(ho), np.arange(wo), indexing="ij")
-            pix = np.stack([nn, oh * self.sh - self.pt, ow * self.sw - self.pl], axis=-1).astype(np.int32)
-            got = (g, torch.from_numpy(np.ascontiguousarray(pix.reshape(-1))), (n, self.k, ho, wo),
-                   (ho * wo * self.k, 1, wo * self.k, self.k))
-            self._geom[(n, h, w, cs)] = got
-        return got
+    def _extra_geometry(self) -> list[int]:
+        return [self.c4]
 
     def __call__(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         if x.dim() != 4 or x.dtype != torch.uint8:
@@ -150,7 +120,7 @@ class QDirectConv:
         n, c, h, w = x.shape
         if c != self.c:  # the kernel would read past the input
             raise ValueError(f"expected {self.c} input channels, got {c}")
-        cs = _byte_pixel_stride(x)
+        cs = _pixel_stride(x, torch.uint8)
         if c != self.c4:  # 4 readable channels per group: pad (their weights are 0)
             x = F.pad(x.permute(0, 2, 3, 1), (0, self.c4 - c), value=self.x_zp).permute(0, 3, 1, 2)
             cs = self.c4
