@@ -12,8 +12,8 @@ All run oneDNN's int8 primitives through PyTorch on plain ``uint8`` / ``int8`` t
   own range, float32 output.
 * ``Quantize`` / ``Dequantize``: uint8 ⇄ float32 at the border of an int8 region.
 * ``QMaxPool``: max pooling on uint8 codes (max commutes with quantization, so scale and zero
-  point pass through), with the native NHWC kernel (native/pool.c; 0.64 → 0.1 ms on the ResNet-50
-  stem pool), else as the maximum of strided views: ATen's max_pool2d has no fast channels-last
+  point pass through), with the native NHWC kernel (native/pool.c; 0.6 → 0.18 ms on the ResNet-50
+  stem pool in the engine), else as the maximum of strided views: ATen's max_pool2d has no fast channels-last
   uint8 kernel and quantized-tensor APIs are deprecated in PyTorch.
 
 Measured on a 2-core AVX2 Zen 3 (see benchmarks/bench_int8.py): ``onednn::qconv2d_pointwise``
@@ -269,7 +269,7 @@ def qgemm(node: Node, ctx: BuildContext) -> Kernel:
         if x.dtype != torch.uint8:
             x = quantize_u8(x.contiguous(), xs, xz)
         if few is not None and x.dim() >= 1 and x.shape[-1] == qw.shape[1] and \
-                x.numel() <= GEMV_ROWS * qw.shape[1]:
+                0 < x.numel() <= GEMV_ROWS * qw.shape[1]:
             rows, n = x.numel() // qw.shape[1], qw.shape[0]
             y = few(x.contiguous().view(rows, -1, 1, 1)).view(*x.shape[:-1], n)  # 1x1 conv over rows
         else:
