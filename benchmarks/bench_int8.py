@@ -82,6 +82,12 @@ def _conv_runners(c: int, k: int, ks: int, hw: int) -> list[Runner]:
         Runner("onednn.qconv2d_pointwise", lambda: torch.ops.onednn.qconv2d_pointwise(
             qx, xs, 0, qwp, ws, wz, b, [1, 1], [p, p], [1, 1], 1, 0.05, 0, torch.uint8, "relu", [], "")),
     ]
+    from tensorkiln.backends.cpu.native import qdirectconv
+
+    if qdirectconv.available():  # tensorkiln's own kernel (the QConv tactic direct-int8)
+        dq = qdirectconv.QDirectConv(qw.numpy(), ws.numpy(), b.numpy(), xs, 0, [1, 1], [p] * 4, [1, 1], "Relu", [],
+                                     True, 0.05, 0)
+        runners.append(Runner("tensorkiln direct-int8", lambda: dq(qx)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # quantized tensors are deprecated in PyTorch
         for eng in ("onednn", "x86"):
@@ -95,10 +101,11 @@ def _conv_runners(c: int, k: int, ks: int, hw: int) -> list[Runner]:
 
 
 def kernel_table(rounds: int = 15) -> None:
-    """One convolution per shape: fp32 oneDNN vs the int8 kernels PyTorch exposes. (The quantized
-    engine is chosen when the weights are prepacked.)"""
+    """One convolution per shape: fp32 oneDNN vs the int8 kernels PyTorch exposes and tensorkiln's
+    own (warm, isolated: in a whole network the ranking can differ, see the QConv tactics' doc).
+    (The quantized engine is chosen when the weights are prepacked.)"""
     shapes = [(64, 64, 3, 56), (256, 64, 1, 56), (64, 256, 1, 56), (128, 128, 3, 28), (256, 256, 3, 14),
-              (1024, 256, 1, 14), (512, 512, 3, 7)]
+              (1024, 256, 1, 14), (256, 1024, 1, 14), (512, 512, 3, 7), (2048, 512, 1, 7)]
     print("single convolutions, batch 1, median ms over interleaved rounds (ratio to fp32):")
     for c, k, ks, hw in shapes:
         runners = _conv_runners(c, k, ks, hw)
