@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from tensorkiln.backends.cpu import native
+from tensorkiln.errors import InternalError
 
 ACT_CODES = native.ACT_CODES
 
@@ -67,9 +68,13 @@ def _pixel_stride(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> int:
         return 0
     n, c, h, w = x.shape
     sn, sc, sh, sw = x.stride()
-    if c == 0 or (sc != 1 and c > 1) or sw < c or (sh != w * sw and h > 1) or (sn != h * w * sw and n > 1):
+    if c == 0 or (sc != 1 and c > 1):
         return 0
-    return int(sw)
+    # the stride of a dimension of size 1 means nothing (PyTorch leaves any value there)
+    cs = sw if w > 1 else sh if h > 1 else c
+    if cs < c or (h > 1 and sh != w * cs) or (n > 1 and sn != h * w * cs):
+        return 0
+    return int(cs)
 
 
 def out_hw(h: int, w: int, kernel: tuple[int, int], strides: tuple[int, int], dilations: tuple[int, int],
@@ -184,6 +189,8 @@ class DirectConv(ConvGeometry):
         if lay[0] == 0:  # not NHWC-strided float32: a channels-last copy
             x = x.to(torch.float32).contiguous(memory_format=CL)
             lay = self._layout(x)
+            if lay[0] == 0:
+                raise InternalError(f"a channels-last copy of strides {x.stride()} is not NHWC-strided")
         _, g, pix, shape, strides = lay
         if z is not None and tuple(z.shape) != shape:
             raise ValueError(f"residual of shape {tuple(z.shape)} for an output of shape {shape}")

@@ -117,3 +117,24 @@ def test_channel_slice_of_a_wider_tensor_is_read_in_place(c0: int, c1: int) -> N
     want = _ref(view, wt, np.zeros(8, np.float32), 2, (1, 1, 1, 1), 1, None, "", [])
     assert torch.allclose(y.double(), want, rtol=1e-5, atol=1e-5)
     assert directconv._pixel_stride(torch.zeros(1, 4, 3, 3)) == 0  # NCHW: copied to channels-last first
+
+
+@pytest.mark.parametrize("shape", [(1, 24, 1, 1), (3, 24, 1, 1), (2, 24, 5, 1), (2, 24, 1, 5)])
+def test_size_one_spatial_dims_with_any_strides(shape: tuple[int, ...]) -> None:
+    """PyTorch leaves arbitrary strides on dimensions of size 1 (a [1, C, 1, 1] tensor may have
+    strides (C, 1, 1, 1) and still count as channels-last): such inputs (a 1x1 convolution after a
+    global pool, an SE block) must run, on the right numbers. A copy here once left the kernel
+    with null tables and crashed."""
+    rng = np.random.default_rng(len(shape))
+    wt = rng.standard_normal((16, 24, 1, 1)).astype(np.float32)
+    bias = rng.standard_normal(16).astype(np.float32)
+    conv = directconv.DirectConv(wt, bias, [1, 1], [0, 0, 0, 0], [1, 1], "Relu", [])
+    base = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
+    variants = [base, base.contiguous(memory_format=CL), base.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)]
+    if shape[2] == shape[3] == 1:
+        variants.append(torch.as_strided(base.clone(), shape, (24, 1, 1, 1)) if shape[0] == 1 else base)
+    for x in variants:
+        cs = directconv._pixel_stride(x)
+        assert cs in (0, 24)
+        want = _ref(x, wt, bias, 1, (0, 0, 0, 0), 1, None, "Relu", [])
+        assert torch.allclose(conv(x).double(), want, rtol=1e-5, atol=1e-5)
