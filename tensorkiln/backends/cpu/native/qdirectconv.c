@@ -29,6 +29,7 @@ enum { G_N, G_H, G_W, G_C, G_K, G_KH, G_KW, G_SH, G_SW, G_DH, G_DW, G_PT, G_PL, 
 /* q: residual multiplier, lower and upper bound */
 enum { Q_ZS, Q_LO, Q_HI, Q_N };
 enum { F_OUT_U8 = 1, F_Z_U8 = 2 };
+enum { C_LO = 1, C_HI = 2 }; /* clamp: apply the lower / upper bound */
 
 #define MR 4
 #define OB 16
@@ -45,21 +46,28 @@ typedef struct {
     int clamp, flags;
 } qconv_t;
 
-/* the epilogue of one pixel: f = (acc - corr) * m + c (+ residual * zm), activation, store. For a
- * uint8 output m, c, zm and the clip bounds are already divided by y_scale (c includes the y zero
- * point and minus z zero point * zm), so the requantization is one rounding conversion. */
-static inline __attribute__((always_inline)) void finish(const qconv_t *cv, __m256i a0, __m256i a1, long q, int k0,
+/* per (tile, output block): the epilogue's constants, loaded once into locals (the uint8 stores
+ * may alias anything, so fields read through cv would be re-read after every store) */
+typedef struct {
+    __m256 m0, m1, c0, c1, lo, hi, zm;
+    const void *z;
+    void *y;
+    long K;
+    int flags, clamp;
+} ep_t;
+
+/* the epilogue of one pixel: f = acc * m + c (+ residual * zm) (the accumulators started at
+ * -corr), bounds, store. For a uint8 output m, c, zm and the bounds are already divided by
+ * y_scale (c includes the y zero point and minus z zero point * zm), so the requantization is one
+ * rounding conversion and the saturating packs (which also clamp to [0, 255]). */
+static inline __attribute__((always_inline)) void finish(const ep_t *e, __m256i a0, __m256i a1, long q, int k0,
                                                          int nk) {
-    const int K = cv->g[G_K];
-    a0 = _mm256_sub_epi32(a0, _mm256_loadu_si256((const __m256i *)(cv->corr + k0)));
-    a1 = _mm256_sub_epi32(a1, _mm256_loadu_si256((const __m256i *)(cv->corr + k0 + 8)));
-    __m256 f0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a0), _mm256_loadu_ps(cv->scale + k0), _mm256_loadu_ps(cv->bias + k0));
-    __m256 f1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a1), _mm256_loadu_ps(cv->scale + k0 + 8),
-                                _mm256_loadu_ps(cv->bias + k0 + 8));
-    const long off = q * K + k0;
-    if (cv->z) {
-        if (cv->flags & F_Z_U8) {
-            const uint8_t *z = (const uint8_t *)cv->z + off;
+    __m256 f0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a0), e->m0, e->c0);
+    __m256 f1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a1), e->m1, e->c1);
+    const long off = q * e->K + k0;
+    if (e->z) {
+        if (e->flags & F_Z_U8) {
+            const uint8_t *z = (const uint8_t *)e->z + off;
             __m128i zb;
             if (nk == OB) {
                 zb = _mm_loadu_si128((const __m128i *)z);
@@ -68,32 +76,33 @@ static inline __attribute__((always_inline)) void finish(const qconv_t *cv, __m2
                 memcpy(t, z, nk);
                 zb = _mm_loadu_si128((const __m128i *)t);
             }
-            __m256 zm = _mm256_set1_ps(cv->q[Q_ZS]);
-            f0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(zb)), zm, f0);
-            f1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(zb, 8))), zm, f1);
+            f0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(zb)), e->zm, f0);
+            f1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(zb, 8))), e->zm, f1);
         } else {
-            const float *z = (const float *)cv->z + off;
-            __m256 zm = _mm256_set1_ps(cv->q[Q_ZS]);
+            const float *z = (const float *)e->z + off;
             if (nk == OB) {
-                f0 = _mm256_fmadd_ps(_mm256_loadu_ps(z), zm, f0);
-                f1 = _mm256_fmadd_ps(_mm256_loadu_ps(z + 8), zm, f1);
+                f0 = _mm256_fmadd_ps(_mm256_loadu_ps(z), e->zm, f0);
+                f1 = _mm256_fmadd_ps(_mm256_loadu_ps(z + 8), e->zm, f1);
             } else {
                 float t[16] = {0};
                 memcpy(t, z, sizeof(float) * nk);
-                f0 = _mm256_fmadd_ps(_mm256_loadu_ps(t), zm, f0);
-                f1 = _mm256_fmadd_ps(_mm256_loadu_ps(t + 8), zm, f1);
+                f0 = _mm256_fmadd_ps(_mm256_loadu_ps(t), e->zm, f0);
+                f1 = _mm256_fmadd_ps(_mm256_loadu_ps(t + 8), e->zm, f1);
             }
         }
     }
-    if (cv->clamp) { /* activation bounds, and [0, 255] for a uint8 output */
-        __m256 lo = _mm256_set1_ps(cv->q[Q_LO]), hi = _mm256_set1_ps(cv->q[Q_HI]);
-        f0 = _mm256_min_ps(_mm256_max_ps(f0, lo), hi);
-        f1 = _mm256_min_ps(_mm256_max_ps(f1, lo), hi);
+    if (e->clamp & C_LO) {
+        f0 = _mm256_max_ps(f0, e->lo);
+        f1 = _mm256_max_ps(f1, e->lo);
     }
-    if (cv->flags & F_OUT_U8) {
+    if (e->clamp & C_HI) {
+        f0 = _mm256_min_ps(f0, e->hi);
+        f1 = _mm256_min_ps(f1, e->hi);
+    }
+    if (e->flags & F_OUT_U8) {
         __m256i s = _mm256_permute4x64_epi64(_mm256_packs_epi32(_mm256_cvtps_epi32(f0), _mm256_cvtps_epi32(f1)), 0xD8);
         __m128i b = _mm_packus_epi16(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-        uint8_t *y = (uint8_t *)cv->y + off;
+        uint8_t *y = (uint8_t *)e->y + off;
         if (nk == OB) {
             _mm_storeu_si128((__m128i *)y, b);
         } else {
@@ -102,7 +111,7 @@ static inline __attribute__((always_inline)) void finish(const qconv_t *cv, __m2
             memcpy(y, t, nk);
         }
     } else {
-        float *y = (float *)cv->y + off;
+        float *y = (float *)e->y + off;
         if (nk == OB) {
             _mm256_storeu_ps(y, f0);
             _mm256_storeu_ps(y + 8, f1);
@@ -125,7 +134,13 @@ static inline __attribute__((always_inline)) void tile(const qconv_t *cv, long q
     const int n4 = C4 / 4;
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51;
-    a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = a40 = a41 = a50 = a51 = _mm256_setzero_si256();
+    { /* start from -corr: the zero point's contribution, subtracted once */
+        const __m256i n0 = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_loadu_si256((const __m256i *)(cv->corr + k0)));
+        const __m256i n1 = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                            _mm256_loadu_si256((const __m256i *)(cv->corr + k0 + 8)));
+        a00 = a10 = a20 = a30 = a40 = a50 = n0;
+        a01 = a11 = a21 = a31 = a41 = a51 = n1;
+    }
     for (int kh = 0; kh < KH; kh++) {
         for (int kw = 0; kw < KW; kw++) {
             const uint8_t *p0 = cv->zero, *p1 = cv->zero, *p2 = cv->zero, *p3 = cv->zero, *p4 = cv->zero, *p5 = cv->zero;
@@ -157,7 +172,11 @@ static inline __attribute__((always_inline)) void tile(const qconv_t *cv, long q
             }
         }
     }
-#define OUT(P) if (M > P) finish(cv, a##P##0, a##P##1, q0 + P, k0, nk);
+    const ep_t e = {_mm256_loadu_ps(cv->scale + k0), _mm256_loadu_ps(cv->scale + k0 + 8),
+                    _mm256_loadu_ps(cv->bias + k0), _mm256_loadu_ps(cv->bias + k0 + 8),
+                    _mm256_set1_ps(cv->q[Q_LO]), _mm256_set1_ps(cv->q[Q_HI]), _mm256_set1_ps(cv->q[Q_ZS]),
+                    cv->z, cv->y, K, cv->flags, cv->clamp};
+#define OUT(P) if (M > P) finish(&e, a##P##0, a##P##1, q0 + P, k0, nk);
     OUT(0) OUT(1) OUT(2) OUT(3) OUT(4) OUT(5)
 #undef OUT
 }
@@ -187,8 +206,8 @@ static void run_range(const qconv_t *cv, int kb0, int kb1, long t0, long t1, int
 
 /* zero: at least C4 bytes of xz. pix: per output pixel (n, oh, ow order) its image, top input row
  * (oh*SH - PT) and left input column (ow*SW - PL), made once per shape by the caller. kg: output
- * blocks per group (a group's weights stay in L2 while all the thread's tiles run). clamp: apply
- * [lo, hi]. Threads as in directconv.c: a fixed share of the output pixels each with many tiles,
+ * blocks per group (a group's weights stay in L2 while all the thread's tiles run). clamp: C_LO /
+ * C_HI, which of the bounds lo, hi to apply. Threads as in directconv.c: a fixed share of the output pixels each with many tiles,
  * else the output blocks are split. */
 void tk_qconv_nhwc(const uint8_t *x, const int8_t *wp, const int32_t *corr, const float *scale, const float *bias,
                    const void *z, void *y, const uint8_t *zero, const int *g, const int *pix, const float *q, int kg,

@@ -94,9 +94,12 @@ class QDirectConv(ConvGeometry):
             lo = 0.0
         elif act == "Clip":
             lo, hi = float(act_params[0]), float(act_params[1])
-        if out_u8:
-            lo, hi = max(lo / div + y_zp, 0.0), min(hi / div + y_zp, 255.0)
-        self.clamp = int(out_u8 or act != "")
+        if out_u8:  # the saturating packs clamp to [0, 255]; 255 as upper bound also keeps huge
+            # values from converting to INT_MIN
+            lo, hi = lo / div + y_zp, min(hi / div + y_zp, 255.0)
+            self.clamp = (1 if lo > 0 else 0) | 2
+        else:
+            self.clamp = (1 if lo > -np.inf else 0) | (2 if hi < np.inf else 0)
         big = float(np.finfo(np.float32).max)
         self.q = torch.tensor([zm, max(lo, -big), min(hi, big)], dtype=torch.float32)
         self.zero = torch.full((self.c4 + 64,), x_zp, dtype=torch.uint8)
