@@ -124,7 +124,8 @@ static inline __attribute__((always_inline)) void finish(const ep_t *e, __m256i 
     }
 }
 
-static inline __attribute__((always_inline)) void tile(const qconv_t *cv, long q0, const int M, int kb, long pf) {
+static inline __attribute__((always_inline)) void tile(const qconv_t *cv, long q0, const int M, int kb, long pf,
+                                                       const int inside) {
     const int *g = cv->g;
     const int H = g[G_H], W = g[G_W], KH = g[G_KH], KW = g[G_KW], K = g[G_K], C4 = g[G_C4], CS = g[G_CS];
     const int DH = g[G_DH], DW = g[G_DW];
@@ -147,7 +148,7 @@ static inline __attribute__((always_inline)) void tile(const qconv_t *cv, long q
 #define PTR(P)                                                                                \
             if (M > P) {                                                                      \
                 int ih = pq[3 * P + 1] + kh * DH, iw = pq[3 * P + 2] + kw * DW;               \
-                if (ih >= 0 && ih < H && iw >= 0 && iw < W)                                   \
+                if (inside || (ih >= 0 && ih < H && iw >= 0 && iw < W))                       \
                     p##P = cv->x + (((long)pq[3 * P] * H + ih) * W + iw) * CS;                \
             }
             PTR(0) PTR(1) PTR(2) PTR(3) PTR(4) PTR(5)
@@ -181,15 +182,32 @@ static inline __attribute__((always_inline)) void tile(const qconv_t *cv, long q
 #undef OUT
 }
 
+/* every tap of the tile's pixels falls inside the image (no padding test per tap: measured 7-13 %
+ * of the 3x3 layers' time) */
+static int tile_inside(const qconv_t *cv, long q0, int M) {
+    const int *g = cv->g;
+    const int *pq = cv->pix + 3 * q0;
+    const int dh = (g[G_KH] - 1) * g[G_DH], dw = (g[G_KW] - 1) * g[G_DW];
+    for (int p = 0; p < M; p++, pq += 3)
+        if (pq[1] < 0 || pq[1] + dh >= g[G_H] || pq[2] < 0 || pq[2] + dw >= g[G_W]) return 0;
+    return 1;
+}
+
+#define RUN(M) (inside ? (pf ? tile(cv, q0, M, kb, pf, 1) : tile(cv, q0, M, kb, 0, 1))     \
+                       : (pf ? tile(cv, q0, M, kb, pf, 0) : tile(cv, q0, M, kb, 0, 0)))
+
 static void run_tile(const qconv_t *cv, long t, int kb, long pf) {
-    long q0 = t * cv->base + (t < cv->extra ? t : cv->extra);
-    switch ((int)(cv->base + (t < cv->extra))) {
-    case 4: pf ? tile(cv, q0, 4, kb, pf) : tile(cv, q0, 4, kb, 0); break;
-    case 3: pf ? tile(cv, q0, 3, kb, pf) : tile(cv, q0, 3, kb, 0); break;
-    case 2: pf ? tile(cv, q0, 2, kb, pf) : tile(cv, q0, 2, kb, 0); break;
-    default: pf ? tile(cv, q0, 1, kb, pf) : tile(cv, q0, 1, kb, 0); break;
+    const long q0 = t * cv->base + (t < cv->extra ? t : cv->extra);
+    const int M = (int)(cv->base + (t < cv->extra));
+    const int inside = tile_inside(cv, q0, M < 4 ? M : 4);
+    switch (M) {
+    case 4: RUN(4); break;
+    case 3: RUN(3); break;
+    case 2: RUN(2); break;
+    default: RUN(1); break;
     }
 }
+#undef RUN
 
 /* output blocks kb0 .. kb1-1 (of KB) for tiles t0 .. t1-1, in groups of kg blocks whose weights
  * stay in L2 over the tiles; the first tile of a group pulls the next group's weights into L2
