@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from tensorkiln.backends.cpu import native
 from tensorkiln.backends.cpu.native.directconv import ConvGeometry, _has_avx2, _pixel_stride
+from tensorkiln.errors import InternalError
 
 _p, _i = ctypes.c_void_p, ctypes.c_int
 _SIGNATURES: native.Signatures = {"tk_qconv_nhwc": [_p, _p, _p, _p, _p, _p, _p, _p, _p, _p, _p, _i, _i, _i]}
@@ -113,24 +114,45 @@ class QDirectConv(ConvGeometry):
         self.kg = max(1, L2_WEIGHTS // (self.kh * self.kw * self.c4 * OB))
         self.inplace = inplace
         self._geom: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor, tuple[int, ...], tuple[int, ...]]] = {}
+        self._layouts: dict[tuple[Any, ...], tuple[int, int, int, tuple[int, ...], tuple[int, ...]]] = {}
+        # addresses of the constant buffers (kept alive by self)
+        self._wp, self._corr, self._m = self.wp.data_ptr(), self.corr.data_ptr(), self.m.data_ptr()
+        self._c, self._q, self._zero = self.cst.data_ptr(), self.q.data_ptr(), self.zero.data_ptr()
 
     def _extra_geometry(self) -> list[int]:
         return [self.c4]
 
-    def __call__(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+    def _layout(self, x: torch.Tensor, padded: bool = False) -> tuple[int, int, int, tuple[int, ...],
+                                                                       tuple[int, ...]] | None:
+        """Per input layout (shape, strides, dtype) the geometry and pixel table addresses and the
+        output shape and strides, checked once; None where the input must be copied first
+        (``padded``: our own copy with the channels padded to a multiple of 4)."""
         if x.dim() != 4 or x.dtype != torch.uint8:
             raise ValueError(f"expected a 4-D uint8 input, got {x.dtype} {tuple(x.shape)}")
         n, c, h, w = x.shape
-        if c != self.c:  # the kernel would read past the input
+        if c != (self.c4 if padded else self.c):  # the kernel would read past the input
             raise ValueError(f"expected {self.c} input channels, got {c}")
         cs = _pixel_stride(x, torch.uint8)
-        if c != self.c4:  # 4 readable channels per group: pad (their weights are 0)
-            x = F.pad(x.permute(0, 2, 3, 1), (0, self.c4 - c), value=self.x_zp).permute(0, 3, 1, 2)
-            cs = self.c4
-        elif cs == 0 or cs % 4:
-            x = x.contiguous(memory_format=CL)
-            cs = c
+        if c != self.c4 or cs == 0 or cs % 4:
+            return None
         g, pix, shape, strides = self._shape(n, h, w, cs)
+        got = (cs, g.data_ptr(), pix.data_ptr(), shape, strides)
+        if len(self._layouts) < 16 and not padded:
+            self._layouts[(tuple(x.shape), x.stride(), x.dtype)] = got
+        return got
+
+    def __call__(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        lay = self._layouts.get((tuple(x.shape), x.stride(), x.dtype)) or self._layout(x)
+        if lay is None:
+            padded = self.c != self.c4
+            if padded:  # 4 readable channels per group: pad (their weights are 0)
+                x = F.pad(x.permute(0, 2, 3, 1), (0, self.c4 - self.c), value=self.x_zp).permute(0, 3, 1, 2)
+            else:
+                x = x.contiguous(memory_format=CL)
+            lay = self._layout(x, padded)
+            if lay is None:
+                raise InternalError(f"a channels-last copy of strides {x.stride()} is not NHWC-strided")
+        _, g, pix, shape, strides = lay
         if z is not None:
             if tuple(z.shape) != shape or z.dtype != self.z_dtype:
                 raise ValueError(f"residual {z.dtype} {tuple(z.shape)} for an output {self.z_dtype} {shape}")
@@ -140,8 +162,7 @@ class QDirectConv(ConvGeometry):
             y = torch.empty_strided(shape, strides, dtype=self.out_dtype)
             if z is not None:
                 z = z.contiguous(memory_format=CL)
-        self.lib.tk_qconv_nhwc(x.data_ptr(), self.wp.data_ptr(), self.corr.data_ptr(), self.m.data_ptr(),
-                               self.cst.data_ptr(), z.data_ptr() if z is not None else None, y.data_ptr(),
-                               self.zero.data_ptr(), g.data_ptr(), pix.data_ptr(), self.q.data_ptr(), self.kg,
-                               self.clamp, self.flags)
+        self.lib.tk_qconv_nhwc(x.data_ptr(), self._wp, self._corr, self._m, self._c,
+                               z.data_ptr() if z is not None else None, y.data_ptr(), self._zero, g, pix, self._q,
+                               self.kg, self.clamp, self.flags)
         return y

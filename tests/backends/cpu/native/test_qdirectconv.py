@@ -132,3 +132,19 @@ def test_rejects_what_it_cannot_compute() -> None:
         conv(torch.zeros(1, 8, 2, 2, dtype=torch.uint8))
     with pytest.raises(ValueError, match="residual"):
         conv(x, torch.zeros(1, 16, 3, 3, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("shape", [(1, 32, 1, 1), (3, 32, 1, 1), (2, 32, 5, 1), (1, 3, 1, 1)])
+def test_size_one_spatial_dims_with_any_strides(shape: tuple[int, ...]) -> None:
+    """Inputs whose size-1 dimensions carry arbitrary strides (as PyTorch leaves them), and a
+    3-channel input padded per call, run on the right numbers (the per-layout cache keys on them)."""
+    rng = np.random.default_rng(shape[1])
+    qw = rng.integers(-64, 65, (16, shape[1], 1, 1)).astype(np.int8)
+    ws = (rng.random(16) + 0.5).astype(np.float32) / 400
+    b = rng.standard_normal(16).astype(np.float32)
+    conv = qdirectconv.QDirectConv(qw, ws, b, 0.02, 3, [1, 1], [0] * 4, [1, 1], "Relu", [], True, 0.01, 0)
+    base = torch.from_numpy(rng.integers(0, 256, shape, dtype=np.uint8))
+    for x in (base, base.contiguous(memory_format=CL), base.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)):
+        for _ in range(2):  # the second call takes the cached layout
+            want = _requant(_act(_real(x, qw, ws, b, 0.02, 3, 1, (0, 0, 0, 0), 1), "Relu", []), 0.01, 0)
+            _assert_codes(conv(x), want)
