@@ -265,6 +265,14 @@ def _native_kernel(node: Node, tactic: str, library: str, make: Callable[[str], 
         y = conv(x, z)
         return after(y) if after is not None else y
 
+    conv_plan = getattr(conv, "plan", None)
+    if conv_plan is not None and after is None:
+        def plan(x: torch.Tensor, _w: Any = None, _b: Any = None, z: torch.Tensor | None = None) -> Any:
+            if x.dtype != torch.float32 or (z is not None and z.dtype != torch.float32):
+                return None
+            return conv_plan(x, z)
+
+        kernel.plan = plan  # type: ignore[attr-defined]
     return kernel
 
 
@@ -439,6 +447,8 @@ def _gemv_kernel(node: Node, w_np: Any, b_np: Any, act: Act | None, w: torch.Ten
         y = gemv(x)
         return after(y) if after is not None else y
 
+    if after is None:
+        kernel.plan = lambda x, _w=None, _b=None: gemv.plan(x)  # type: ignore[attr-defined]
     return kernel
 
 

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from tensorkiln.backends.cpu.base import BuildContext, Factory, Kernel, const_input, torch_const, unsupported
+from tensorkiln.backends.cpu.native import chain as native_chain
+from tensorkiln.backends.cpu.native.chain import NativeCall
 from tensorkiln.backends.cpu.ops_fused import make_activation
 from tensorkiln.ir import Node
 
@@ -239,6 +241,15 @@ def _direct_int8_kernel(node: Node, qw: np.ndarray, ws: np.ndarray, b: np.ndarra
             z = z.float()
         return conv_for(z_u8)(x, z)
 
+    def plan(x: torch.Tensor, _w: Any = None, _s: Any = None, _b: Any = None,
+             z: torch.Tensor | None = None) -> NativeCall | None:
+        if x.dtype != torch.uint8 or (z is not None and (z.dtype != torch.uint8 if out_u8 else
+                                                         z.dtype not in (torch.uint8, torch.float32))):
+            return None
+        return conv_for(z is not None and z.dtype == torch.uint8).plan(x, z) if z is not None else \
+            conv_for(out_u8).plan(x)
+
+    kernel.plan = plan  # type: ignore[attr-defined]
     return kernel
 
 
@@ -277,6 +288,14 @@ def qgemm(node: Node, ctx: BuildContext) -> Kernel:
             y = lin(x.contiguous(), xs, xz, wp, ws, wz, b, ys, yz, out_dt, post, [], "")
         return after(y) if after is not None else y
 
+    def plan(x: torch.Tensor, _w: Any = None, _s: Any = None, _b: Any = None) -> NativeCall | None:
+        if few is None or after is not None or x.dtype != torch.uint8 or not x.is_contiguous() or x.dim() < 1 \
+                or x.shape[-1] != qw.shape[1] or not 0 < x.numel() <= GEMV_ROWS * qw.shape[1]:
+            return None
+        call = few.plan(x.view(x.numel() // qw.shape[1], -1, 1, 1))
+        return None if call is None else call._replace(out=call.out.view(*x.shape[:-1], qw.shape[0]))
+
+    kernel.plan = plan  # type: ignore[attr-defined]
     return kernel
 
 
@@ -364,12 +383,18 @@ def qmaxpool(node: Node, ctx: BuildContext) -> Kernel:
 
     native = native_pool.available()
 
-    def kernel(x: torch.Tensor) -> torch.Tensor:
-        if native and x.dim() == 4 and x.dtype == torch.uint8:  # pool.c: 32 channels per register
+    def plan(x: torch.Tensor) -> NativeCall | None:
+        if native and x.dim() == 4 and x.dtype == torch.uint8 and x.is_contiguous(memory_format=CL):
             ho = (x.shape[2] + 2 * pads[0] - dh * (kh - 1) - 1) // sh + 1
             wo = (x.shape[3] + 2 * pads[1] - dw * (kw - 1) - 1) // sw + 1
-            if ho > 0 and wo > 0:
-                return native_pool.maxpool2d_nhwc(x.contiguous(memory_format=CL), ks, strides, pads[:2], dil, (ho, wo))
+            if ho > 0 and wo > 0:  # pool.c: 32 channels per register
+                return native_pool.maxpool2d_plan(x, ks, strides, pads[:2], dil, (ho, wo))
+        return None
+
+    def kernel(x: torch.Tensor) -> torch.Tensor:
+        call = plan(x) or (plan(x.contiguous(memory_format=CL)) if x.dim() == 4 else None)
+        if call is not None:
+            return native_chain.run(call)
         if pads[0] or pads[1]:
             x = F.pad(x, pad)
         ho = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
@@ -385,6 +410,8 @@ def qmaxpool(node: Node, ctx: BuildContext) -> Kernel:
         assert out is not None
         return out
 
+    if native:
+        kernel.plan = plan  # type: ignore[attr-defined]
     return kernel
 
 

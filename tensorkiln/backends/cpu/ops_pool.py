@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from tensorkiln.backends.cpu.base import Factory, Kernel, attr, bad_model, unsupported
+from tensorkiln.backends.cpu.native import chain as native_chain
 from tensorkiln.backends.cpu.native import pool as native_pool
+from tensorkiln.backends.cpu.native.chain import NativeCall
 from tensorkiln.backends.cpu.ops_nn import Geometry, fpad_list, shape_cached
 from tensorkiln.ir import Node
 
@@ -106,12 +108,18 @@ def _maxpool(node: Node, ctx: object) -> Kernel:
         pb, _pe, out, _need = _window_plan(geo, ks, ceil, xs)
         return pb, out
 
-    def maxpool(x: torch.Tensor) -> Any:
-        x = nhwc_for_pool(x)
+    def native_plan(x: torch.Tensor) -> NativeCall | None:
         if native_ok and x.dtype == torch.float32 and x.dim() == 4 and \
                 x.is_contiguous(memory_format=torch.channels_last):
             pb, out = window(tuple(x.shape[2:]))
-            return native_pool.maxpool2d_nhwc(x, ks, stride, pb, dil, out)
+            return native_pool.maxpool2d_plan(x, ks, stride, pb, dil, out)
+        return None
+
+    def maxpool(x: torch.Tensor) -> Any:
+        x = nhwc_for_pool(x)
+        call = native_plan(x)
+        if call is not None:
+            return native_chain.run(call)
         padl, pb = plan(tuple(x.shape[2:]))
         if padl is None:
             xin, pads, mode = x, pb, ceil
@@ -123,6 +131,8 @@ def _maxpool(node: Node, ctx: object) -> Kernel:
         y, idx = pool_idx(xin, ks, stride, pads, dil, mode)
         return y, _onnx_indices(idx, x.shape, xin.shape, None if padl is None else pb, order)
 
+    if native_ok:
+        maxpool.plan = native_plan  # type: ignore[attr-defined]
     return maxpool
 
 

@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 
+from tensorkiln.backends.cpu import chain
 from tensorkiln.backends.cpu.base import BuildContext, Kernel
+from tensorkiln.backends.cpu.chain import Chain
 from tensorkiln.errors import KernelError, TensorkilnError, UnsupportedOpError
 from tensorkiln.ir import Graph, Node, Value
 
@@ -39,6 +41,13 @@ class Program:
     captures: list[Value] = field(default_factory=list)
     # slots whose tensors must not be handed out without a copy (constants)
     protected: frozenset[int] = frozenset()
+    # what a run executes: the steps, with runs of native steps as chains (made on first run)
+    _runs: list[Step | Chain] | None = field(default=None, repr=False)
+
+    def runs(self) -> list[Step | Chain]:
+        if self._runs is None:
+            self._runs = chain.group(self.steps, self.protected) if chain.enabled() else list(self.steps)
+        return self._runs
 
     @property
     def n_inputs(self) -> int:
@@ -51,7 +60,10 @@ class Program:
             env[s] = t
         step = None
         try:
-            for step in self.steps:
+            for step in self._runs or self.runs():
+                if type(step) is Chain:
+                    step.run(env)
+                    continue
                 r = step.kernel(*[env[i] for i in step.ins])
                 outs = step.outs
                 if len(outs) == 1:
@@ -64,13 +76,16 @@ class Program:
         except TensorkilnError:
             raise
         except Exception as e:
-            assert step is not None
-            n = step.node
-            raise KernelError(
-                f"step {n.op_type} for ONNX node(s) {', '.join(n.origin) or n.name!r} failed: "
-                f"{type(e).__name__}: {e}"
-            ) from e
+            if not isinstance(step, Step):
+                raise
+            raise kernel_error(step, e) from e
         return [env[s] for s in self.output_slots]  # type: ignore[misc]
+
+
+def kernel_error(step: Step, e: Exception) -> KernelError:
+    n = step.node
+    return KernelError(f"step {n.op_type} for ONNX node(s) {', '.join(n.origin) or n.name!r} failed: "
+                       f"{type(e).__name__}: {e}")
 
 
 def profile_program(program: Program, inputs: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[float]]:

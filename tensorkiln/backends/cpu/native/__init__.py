@@ -116,6 +116,12 @@ def load(name: str, signatures: Signatures) -> ctypes.CDLL | None:
         return lib
 
 
+def loaded() -> list[ctypes.CDLL]:
+    """The libraries loaded so far."""
+    with _lock:
+        return [lib for lib in _libs.values() if lib is not None]
+
+
 def why_unavailable(name: str) -> str:
     """Why ``load(name, …)`` returned None ("" when it did not, or was not called yet)."""
     return _why.get(name, "")

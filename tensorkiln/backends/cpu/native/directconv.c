@@ -20,6 +20,7 @@
  */
 #include <immintrin.h>
 #include <omp.h>
+#include <stdint.h>
 #include <string.h>
 
 /* geometry; G_CS: floats from one input pixel to the next (C, or more for a channel slice of a
@@ -214,4 +215,18 @@ void tk_conv_nhwc(const float *x, const float *wp, const float *bias, const floa
         #pragma omp parallel for schedule(static) if (KB > 1)
         for (int kb = 0; kb < KB; kb++) run_range(&cv, kb, kb + 1, 0, T, cb, 1, KB, 1);
     }
+}
+
+/* the chain executor's entry (chain.c): the arguments as one int64 array, floats as their bits */
+static float tk_bits_f32(int64_t v) {
+    uint32_t u = (uint32_t)v;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+void tk_conv_nhwc_packed(const int64_t *a) {
+    tk_conv_nhwc((const float *)a[0], (const float *)a[1], (const float *)a[2], (const float *)a[3], (float *)a[4],
+                 (const float *)a[5], (const int *)a[6], (const int *)a[7], (int)a[8], (int)a[9], (int)a[10],
+                 tk_bits_f32(a[11]), tk_bits_f32(a[12]));
 }

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 
 from tensorkiln.backends.cpu import native
+from tensorkiln.backends.cpu.native import chain as native_chain
+from tensorkiln.backends.cpu.native.chain import NativeCall
 from tensorkiln.errors import InternalError
 
 ACT_CODES = native.ACT_CODES
@@ -180,27 +182,32 @@ class DirectConv(ConvGeometry):
             self._layouts[(tuple(x.shape), x.stride(), x.dtype)] = got
         return got
 
-    def __call__(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+    def plan(self, x: torch.Tensor, z: torch.Tensor | None = None) -> NativeCall | None:
+        """The kernel call for these inputs, with the output allocated (or the residual written in
+        place); None where an input must be copied first (not NHWC-strided float32)."""
         if x.dim() != 4:
             raise ValueError(f"expected a 4-D input, got {x.dim()}-D")
-        lay = self._layouts.get((tuple(x.shape), x.stride(), x.dtype))
-        if lay is None:
-            lay = self._layout(x)
-        if lay[0] == 0:  # not NHWC-strided float32: a channels-last copy
-            x = x.to(torch.float32).contiguous(memory_format=CL)
-            lay = self._layout(x)
-            if lay[0] == 0:
-                raise InternalError(f"a channels-last copy of strides {x.stride()} is not NHWC-strided")
+        lay = self._layouts.get((tuple(x.shape), x.stride(), x.dtype)) or self._layout(x)
+        if lay[0] == 0:
+            return None
         _, g, pix, shape, strides = lay
-        if z is not None and tuple(z.shape) != shape:
-            raise ValueError(f"residual of shape {tuple(z.shape)} for an output of shape {shape}")
-        if z is not None and self.inplace and z.is_contiguous(memory_format=CL):
-            y = z  # z dies here (checked by the in-place residual pass); each tile reads then writes it
-        else:
-            y = torch.empty_strided(shape, strides)  # channels-last
-            if z is not None:
-                z = z.contiguous(memory_format=CL)
-        zp = z.data_ptr() if z is not None else None
-        self.lib.tk_conv_nhwc(x.data_ptr(), self._wp, self._bias, zp, y.data_ptr(), self._zero, g, pix, self.cb,
-                              self.kg, self.act, self.lo, self.hi)
-        return y
+        if z is not None:
+            if tuple(z.shape) != shape:
+                raise ValueError(f"residual of shape {tuple(z.shape)} for an output of shape {shape}")
+            if z.dtype != torch.float32 or not z.is_contiguous(memory_format=CL):
+                return None
+        # in place: z dies here (checked by the in-place residual pass); each tile reads then writes it
+        y = z if z is not None and self.inplace else torch.empty_strided(shape, strides)  # channels-last
+        return NativeCall(y, self.lib.tk_conv_nhwc, [x, self._wp, self._bias, z, y, self._zero, g, pix, self.cb,
+                                                     self.kg, self.act, self.lo, self.hi])
+
+    def __call__(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        call = self.plan(x, z)
+        if call is None:  # a channels-last float32 copy of the input (and residual)
+            x = x.to(torch.float32).contiguous(memory_format=CL)
+            if self._layout(x)[0] == 0:
+                raise InternalError(f"a channels-last copy of strides {x.stride()} is not NHWC-strided")
+            call = self.plan(x, None if z is None else z.to(torch.float32).contiguous(memory_format=CL))
+            if call is None:
+                raise InternalError("a direct convolution cannot run on channels-last float32 copies")
+        return native_chain.run(call)

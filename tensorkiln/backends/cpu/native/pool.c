@@ -116,3 +116,15 @@ void tk_maxpool2d_nhwc_u8(const uint8_t *x, int N, int H, int W, int C, int kh, 
                           int pt, int pl, int dh, int dw, int Ho, int Wo, uint8_t *y) {
     pool_nhwc((const char *)x, 1, max_taps_u8, N, H, W, C, kh, kw, sh, sw, pt, pl, dh, dw, Ho, Wo, (char *)y);
 }
+
+/* the chain executor's entry (chain.c): the arguments as one int64 array, floats as their bits */
+void tk_maxpool2d_nhwc_packed(const int64_t *a) {
+    tk_maxpool2d_nhwc((const float *)a[0], (int)a[1], (int)a[2], (int)a[3], (int)a[4], (int)a[5], (int)a[6], (int)a[7],
+                      (int)a[8], (int)a[9], (int)a[10], (int)a[11], (int)a[12], (int)a[13], (int)a[14], (float *)a[15]);
+}
+
+void tk_maxpool2d_nhwc_u8_packed(const int64_t *a) {
+    tk_maxpool2d_nhwc_u8((const uint8_t *)a[0], (int)a[1], (int)a[2], (int)a[3], (int)a[4], (int)a[5], (int)a[6],
+                         (int)a[7], (int)a[8], (int)a[9], (int)a[10], (int)a[11], (int)a[12], (int)a[13], (int)a[14],
+                         (uint8_t *)a[15]);
+}

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 
 from tensorkiln.backends.cpu import native
+from tensorkiln.backends.cpu.native import chain as native_chain
+from tensorkiln.backends.cpu.native.chain import NativeCall
 
 _i, _p = ctypes.c_int, ctypes.c_void_p
 
@@ -29,11 +31,16 @@ def maxpool2d_nhwc(x: torch.Tensor, kernel: Sequence[int], strides: Sequence[int
                    dilations: Sequence[int], out_hw: Sequence[int]) -> torch.Tensor:
     """``x`` must be a channels-last float32 or uint8 NCHW tensor; returns channels-last [N, C, *out_hw]
     of its dtype (for uint8 a window entirely in the padding gives 0)."""
+    return native_chain.run(maxpool2d_plan(x, kernel, strides, pads_begin, dilations, out_hw))
+
+
+def maxpool2d_plan(x: torch.Tensor, kernel: Sequence[int], strides: Sequence[int], pads_begin: Sequence[int],
+                   dilations: Sequence[int], out_hw: Sequence[int]) -> NativeCall:
+    """The call ``maxpool2d_nhwc`` makes, with its output allocated."""
     lib = library()
     n, c, h, w = x.shape
     ho, wo = out_hw
     y = torch.empty((n, c, ho, wo), dtype=x.dtype, memory_format=torch.channels_last)
     fn = lib.tk_maxpool2d_nhwc_u8 if x.dtype == torch.uint8 else lib.tk_maxpool2d_nhwc
-    fn(x.data_ptr(), n, h, w, c, kernel[0], kernel[1], strides[0], strides[1],
-                          pads_begin[0], pads_begin[1], dilations[0], dilations[1], ho, wo, y.data_ptr())
-    return y
+    return NativeCall(y, fn, [x, n, h, w, c, kernel[0], kernel[1], strides[0], strides[1], pads_begin[0], pads_begin[1],
+                              dilations[0], dilations[1], ho, wo, y])

@@ -247,3 +247,10 @@ void tk_qconv_nhwc(const uint8_t *x, const int8_t *wp, const int32_t *corr, cons
         for (int kb = 0; kb < KB; kb++) run_range(&cv, kb, kb + 1, 0, T, 1, KB);
     }
 }
+
+/* the chain executor's entry (chain.c): the arguments as one int64 array, floats as their bits */
+void tk_qconv_nhwc_packed(const int64_t *a) {
+    tk_qconv_nhwc((const uint8_t *)a[0], (const int8_t *)a[1], (const int32_t *)a[2], (const float *)a[3],
+                  (const float *)a[4], (const void *)a[5], (void *)a[6], (const uint8_t *)a[7], (const int *)a[8],
+                  (const int *)a[9], (const float *)a[10], (int)a[11], (int)a[12], (int)a[13]);
+}

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from tensorkiln.backends.cpu import native
+from tensorkiln.backends.cpu.native import chain as native_chain
+from tensorkiln.backends.cpu.native.chain import NativeCall
 from tensorkiln.backends.cpu.native.directconv import ConvGeometry, _has_avx2, _pixel_stride
 from tensorkiln.errors import InternalError
 
@@ -141,9 +143,32 @@ class QDirectConv(ConvGeometry):
             self._layouts[(tuple(x.shape), x.stride(), x.dtype)] = got
         return got
 
-    def __call__(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+    def plan(self, x: torch.Tensor, z: torch.Tensor | None = None) -> NativeCall | None:
+        """The kernel call for these inputs, with the output allocated (or the residual written in
+        place); None where the input must be copied or padded first."""
         lay = self._layouts.get((tuple(x.shape), x.stride(), x.dtype)) or self._layout(x)
         if lay is None:
+            return None
+        return self._call(lay, x, z)
+
+    def _call(self, lay: tuple[int, int, int, tuple[int, ...], tuple[int, ...]], x: torch.Tensor,
+              z: torch.Tensor | None) -> NativeCall | None:
+        _, g, pix, shape, strides = lay
+        if z is not None:
+            if tuple(z.shape) != shape or z.dtype != self.z_dtype:
+                raise ValueError(f"residual {z.dtype} {tuple(z.shape)} for an output {self.z_dtype} {shape}")
+            if not z.is_contiguous(memory_format=CL):
+                return None
+        if z is not None and self.inplace and z.dtype == self.out_dtype:
+            y = z  # z dies here; each tile reads it, then writes the output over it
+        else:
+            y = torch.empty_strided(shape, strides, dtype=self.out_dtype)
+        return NativeCall(y, self.lib.tk_qconv_nhwc, [x, self._wp, self._corr, self._m, self._c, z, y, self._zero, g,
+                                                      pix, self._q, self.kg, self.clamp, self.flags])
+
+    def __call__(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        call = self.plan(x, z)
+        if call is None:
             padded = self.c != self.c4
             if padded:  # 4 readable channels per group: pad (their weights are 0)
                 x = F.pad(x.permute(0, 2, 3, 1), (0, self.c4 - self.c), value=self.x_zp).permute(0, 3, 1, 2)
@@ -152,17 +177,7 @@ class QDirectConv(ConvGeometry):
             lay = self._layout(x, padded)
             if lay is None:
                 raise InternalError(f"a channels-last copy of strides {x.stride()} is not NHWC-strided")
-        _, g, pix, shape, strides = lay
-        if z is not None:
-            if tuple(z.shape) != shape or z.dtype != self.z_dtype:
-                raise ValueError(f"residual {z.dtype} {tuple(z.shape)} for an output {self.z_dtype} {shape}")
-        if z is not None and self.inplace and z.dtype == self.out_dtype and z.is_contiguous(memory_format=CL):
-            y = z  # z dies here; each tile reads it, then writes the output over it
-        else:
-            y = torch.empty_strided(shape, strides, dtype=self.out_dtype)
-            if z is not None:
-                z = z.contiguous(memory_format=CL)
-        self.lib.tk_qconv_nhwc(x.data_ptr(), self._wp, self._corr, self._m, self._c,
-                               z.data_ptr() if z is not None else None, y.data_ptr(), self._zero, g, pix, self._q,
-                               self.kg, self.clamp, self.flags)
-        return y
+            call = self._call(lay, x, None if z is None else z.contiguous(memory_format=CL))
+            if call is None:
+                raise InternalError("the int8 direct convolution cannot run on channels-last copies")
+        return native_chain.run(call)
