@@ -228,7 +228,8 @@ class Engine:
         from tensorkiln.backends.cpu.program import profile_program
 
         tensors = self._prepare(feeds)
-        profile_program(self._program, tensors)
+        for _ in range(2):  # warm-up; chains plan on their first runs
+            profile_program(self._program, tensors)
         samples = [profile_program(self._program, tensors)[1] for _ in range(max(1, runs))]
         med = np.median(np.array(samples), axis=0) * 1e3
         total = float(med.sum()) or 1.0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -109,32 +110,37 @@ class Chain:
     def __repr__(self) -> str:
         return f"Chain({len(self.steps)} steps: {self.steps[0].node.name} … {self.steps[-1].node.name})"
 
-    def run(self, env: list[torch.Tensor | None]) -> None:
+    def run(self, env: list[torch.Tensor | None], prof: list[float] | None = None) -> None:
+        """Execute the steps on ``env``; with ``prof``, append each step's time (seconds, in step
+        order; inside a replay the native call's own time)."""
         ext = [env[s] for s in self.in_slots]
         key = _signature(ext)
         plan = self._plans.get(key, _MISSING) if key is not None else None
         if plan is _MISSING:
             if len(self._plans) < MAX_SIGNATURES:
-                self._plans[key] = self._trace(env, ext)  # runs the steps (two threads may both trace)
+                self._plans[key] = self._trace(env, ext, prof)  # runs the steps (two threads may both trace)
                 return
             plan = None
         if plan is None:
-            self._stepwise(env, self.steps)
+            self._stepwise(env, self.steps, prof)
         elif type(plan) is _Plan:
-            self._replay(plan, env, ext)
+            self._replay(plan, env, ext, prof)
         else:  # a step that cannot plan here runs from Python between two shorter chains
             before, st, after = plan  # type: ignore[misc]
             if before is not None:
-                before.run(env)
-            self._stepwise(env, [st])
+                before.run(env, prof)
+            self._stepwise(env, [st], prof)
             if after is not None:
-                after.run(env)
+                after.run(env, prof)
 
     @staticmethod
-    def _stepwise(env: list[torch.Tensor | None], steps: list[Step]) -> None:
+    def _stepwise(env: list[torch.Tensor | None], steps: list[Step], prof: list[float] | None = None) -> None:
         for st in steps:
             try:
+                t0 = time.perf_counter()
                 env[st.outs[0]] = st.kernel(*[env[i] for i in st.ins])
+                if prof is not None:
+                    prof.append(time.perf_counter() - t0)
             except TensorkilnError:
                 raise
             except Exception as e:
@@ -144,7 +150,8 @@ class Chain:
             for f in st.frees:
                 env[f] = None
 
-    def _replay(self, plan: _Plan, env: list[torch.Tensor | None], ext: list[Any]) -> None:
+    def _replay(self, plan: _Plan, env: list[torch.Tensor | None], ext: list[Any],
+                prof: list[float] | None = None) -> None:
         bases = [t.data_ptr() for t in ext]
         esc = [torch.empty_strided(shape, strides, dtype=dt) for shape, strides, dt in plan.escapes]
         bases += [t.data_ptr() for t in esc]
@@ -154,18 +161,23 @@ class Chain:
             a = arena.data_ptr()
             bases.append(a + (-a) % ALIGN)
         b = (ctypes.c_int64 * len(bases))(*bases)
+        times = None if prof is None else (ctypes.c_int64 * plan.n)()
         rc = native_chain.library().tk_chain_run(plan.n, plan.fns, plan.argoff, plan.tmpl, plan.nargs, plan.nrel,
-                                                  plan.pos, plan.base, plan.off, ctypes.addressof(b))
+                                                  plan.pos, plan.base, plan.off, ctypes.addressof(b),
+                                                  None if times is None else ctypes.addressof(times))
         if rc != 0:
             raise MemoryError("the chain executor could not allocate its argument list")
         del arena  # the intermediates in it are dead
+        if times is not None and prof is not None:
+            prof += [t * 1e-9 for t in times]
         for slot, from_in, i, view in plan.outs:
             t = ext[i] if from_in else esc[i]
             env[slot] = t if view is None else torch.as_strided(t, *view)
         for f in self.frees:
             env[f] = None
 
-    def _trace(self, env: list[torch.Tensor | None], ext: list[Any]) -> _Plan | _Split | None:
+    def _trace(self, env: list[torch.Tensor | None], ext: list[Any],
+               prof: list[float] | None = None) -> _Plan | _Split | None:
         """Run the steps once from Python, recording their native calls; the plan, or where a step
         could not plan its call, that step between the chains of the steps before and after it."""
         local: dict[int, Any] = dict(zip(self.in_slots, ext))
@@ -193,12 +205,15 @@ class Chain:
             if call is None and ok:
                 split = j
             try:
+                t0 = time.perf_counter()
                 if call is None:
                     ok = False
                     r = st.kernel(*args)
                 else:
                     r = native_chain.run(call)
                     calls.append(call)
+                if prof is not None:
+                    prof.append(time.perf_counter() - t0)
             except TensorkilnError:
                 raise
             except Exception as e:

@@ -201,6 +201,8 @@ def direct_int8_ok(node: Node) -> bool:
     qw = const_input(node, 1)
     if qw is None or qw.ndim != 4 or qw.dtype != np.int8 or int(node.attrs.get("group", 1)) != 1:
         return False
+    if qw.shape[2] * qw.shape[3] > qdirectconv.MAX_TAPS:
+        return False
     if str(node.attrs.get("activation", "")) not in qdirectconv.ACTIVATIONS:
         return False
     if node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):

@@ -202,3 +202,15 @@ def test_threads_share_plans_and_get_identical_results() -> None:
     for t in ts:
         t.join()
     assert not bad, bad[:5]
+
+
+def test_profile_times_every_step_inside_chains() -> None:
+    e = tensorkiln.build(_model(), opt_level=0)
+    for nd in e.graph.nodes:
+        if nd.op_type == "FusedConv":
+            nd.attrs["tactic"] = "direct-nhwc"
+    e._lower()
+    prof = e.profile(_feed(1), runs=3)
+    assert [p["name"] for p in prof] == [s.node.name for s in e._program.steps]
+    assert all(p["ms"] > 0 for p in prof)
+    assert _plans(_chains(e)[0])  # the timed runs were replays of a plan

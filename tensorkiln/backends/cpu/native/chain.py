@@ -20,7 +20,7 @@ from tensorkiln.backends.cpu import native
 from tensorkiln.errors import InternalError
 
 _p, _i = ctypes.c_void_p, ctypes.c_int
-_SIGNATURES: native.Signatures = {"tk_chain_run": [_p, _p, _p, _i, _i, _p, _p, _p, _p]}
+_SIGNATURES: native.Signatures = {"tk_chain_run": [_p, _p, _p, _i, _i, _p, _p, _p, _p, _p]}
 _INTS = (ctypes.c_int, ctypes.c_long, ctypes.c_int64, ctypes.c_int32, ctypes.c_longlong)
 
 

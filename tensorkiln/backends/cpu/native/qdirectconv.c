@@ -33,6 +33,7 @@ enum { C_LO = 1, C_HI = 2 }; /* clamp: apply the lower / upper bound */
 
 #define MR 4
 #define OB 16
+#define MAX_TAPS 64 /* KH * KW; larger kernels stay on oneDNN */
 
 typedef struct {
     const uint8_t *x, *zero;
@@ -124,53 +125,42 @@ static inline __attribute__((always_inline)) void finish(const ep_t *e, __m256i 
     }
 }
 
-static inline __attribute__((always_inline)) void tile(const qconv_t *cv, long q0, const int M, int kb, long pf,
-                                                       const int inside) {
+/* one output block of one tile: the taps' input pointers tp[tap * MR + pixel] are the tile's */
+static inline __attribute__((always_inline)) void block(const qconv_t *cv, const uint8_t *const *tp, long q0,
+                                                        const int M, int kb, long pf) {
     const int *g = cv->g;
-    const int H = g[G_H], W = g[G_W], KH = g[G_KH], KW = g[G_KW], K = g[G_K], C4 = g[G_C4], CS = g[G_CS];
-    const int DH = g[G_DH], DW = g[G_DW];
+    const int K = g[G_K], C4 = g[G_C4], taps = g[G_KH] * g[G_KW];
     const int k0 = kb * OB, nk = K - k0 < OB ? K - k0 : OB;
-    const int8_t *wk = cv->wp + (long)kb * KH * KW * C4 * OB;
-    const int *pq = cv->pix + 3 * q0; /* read in place: a copy in a local array costs store-forwarding stalls */
+    const int8_t *wk = cv->wp + (long)kb * taps * C4 * OB;
     const int n4 = C4 / 4;
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256i a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51;
+    __m256i a00, a01, a10, a11, a20, a21, a30, a31;
     { /* start from -corr: the zero point's contribution, subtracted once */
         const __m256i n0 = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_loadu_si256((const __m256i *)(cv->corr + k0)));
         const __m256i n1 = _mm256_sub_epi32(_mm256_setzero_si256(),
                                             _mm256_loadu_si256((const __m256i *)(cv->corr + k0 + 8)));
-        a00 = a10 = a20 = a30 = a40 = a50 = n0;
-        a01 = a11 = a21 = a31 = a41 = a51 = n1;
+        a00 = a10 = a20 = a30 = n0;
+        a01 = a11 = a21 = a31 = n1;
     }
-    for (int kh = 0; kh < KH; kh++) {
-        for (int kw = 0; kw < KW; kw++) {
-            const uint8_t *p0 = cv->zero, *p1 = cv->zero, *p2 = cv->zero, *p3 = cv->zero, *p4 = cv->zero, *p5 = cv->zero;
-#define PTR(P)                                                                                \
-            if (M > P) {                                                                      \
-                int ih = pq[3 * P + 1] + kh * DH, iw = pq[3 * P + 2] + kw * DW;               \
-                if (inside || (ih >= 0 && ih < H && iw >= 0 && iw < W))                       \
-                    p##P = cv->x + (((long)pq[3 * P] * H + ih) * W + iw) * CS;                \
-            }
-            PTR(0) PTR(1) PTR(2) PTR(3) PTR(4) PTR(5)
-#undef PTR
-            const int8_t *wc = wk + (long)(kh * KW + kw) * C4 * OB;
-            _Pragma("GCC unroll 4") /* measured 3 % faster than 2 */
-            for (int c = 0; c < n4; c++, wc += 4 * OB) {
-                __m256i w0 = _mm256_load_si256((const __m256i *)wc), w1 = _mm256_load_si256((const __m256i *)(wc + 32)), b, t;
-                if (pf) _mm_prefetch((const char *)(wc + pf), _MM_HINT_T1);
+    for (int tap = 0; tap < taps; tap++) {
+        const uint8_t *p0 = tp[tap * MR], *p1 = tp[tap * MR + 1], *p2 = tp[tap * MR + 2], *p3 = tp[tap * MR + 3];
+        const int8_t *wc = wk + (long)tap * C4 * OB;
+        _Pragma("GCC unroll 4") /* measured 3 % faster than 2 */
+        for (int c = 0; c < n4; c++, wc += 4 * OB) {
+            __m256i w0 = _mm256_load_si256((const __m256i *)wc), w1 = _mm256_load_si256((const __m256i *)(wc + 32)), b, t;
+            if (pf) _mm_prefetch((const char *)(wc + pf), _MM_HINT_T1);
 #define MAC(P)                                                                                \
-                if (M > P) {                                                                  \
-                    int32_t v;                                                                \
-                    memcpy(&v, p##P + 4 * c, 4);                                              \
-                    b = _mm256_set1_epi32(v);                                                 \
-                    t = _mm256_madd_epi16(_mm256_maddubs_epi16(b, w0), ones);                 \
-                    a##P##0 = _mm256_add_epi32(a##P##0, t);                                   \
-                    t = _mm256_madd_epi16(_mm256_maddubs_epi16(b, w1), ones);                 \
-                    a##P##1 = _mm256_add_epi32(a##P##1, t);                                   \
-                }
-                MAC(0) MAC(1) MAC(2) MAC(3) MAC(4) MAC(5)
-#undef MAC
+            if (M > P) {                                                                      \
+                int32_t v;                                                                    \
+                memcpy(&v, p##P + 4 * c, 4);                                                  \
+                b = _mm256_set1_epi32(v);                                                     \
+                t = _mm256_madd_epi16(_mm256_maddubs_epi16(b, w0), ones);                     \
+                a##P##0 = _mm256_add_epi32(a##P##0, t);                                       \
+                t = _mm256_madd_epi16(_mm256_maddubs_epi16(b, w1), ones);                     \
+                a##P##1 = _mm256_add_epi32(a##P##1, t);                                       \
             }
+            MAC(0) MAC(1) MAC(2) MAC(3)
+#undef MAC
         }
     }
     const ep_t e = {_mm256_loadu_ps(cv->scale + k0), _mm256_loadu_ps(cv->scale + k0 + 8),
@@ -178,8 +168,38 @@ static inline __attribute__((always_inline)) void tile(const qconv_t *cv, long q
                     _mm256_set1_ps(cv->q[Q_LO]), _mm256_set1_ps(cv->q[Q_HI]), _mm256_set1_ps(cv->q[Q_ZS]),
                     cv->z, cv->y, K, cv->flags, cv->clamp};
 #define OUT(P) if (M > P) finish(&e, a##P##0, a##P##1, q0 + P, k0, nk);
-    OUT(0) OUT(1) OUT(2) OUT(3) OUT(4) OUT(5)
+    OUT(0) OUT(1) OUT(2) OUT(3)
 #undef OUT
+}
+
+/* the output blocks ga .. gb-1 of one tile of M pixels: each tap's input pointers are found once
+ * for all blocks (a tap in the padding reads the zero-point vector). first: the thread's first
+ * tile of the group, which also prefetches the next group's weights into L2 (a line per step). */
+static inline __attribute__((always_inline)) void tile(const qconv_t *cv, long q0, const int M, int ga, int gb,
+                                                       int first, int kg, int KB, const int inside) {
+    const int *g = cv->g;
+    const int H = g[G_H], W = g[G_W], KH = g[G_KH], KW = g[G_KW], CS = g[G_CS], DH = g[G_DH], DW = g[G_DW];
+    const int *pq = cv->pix + 3 * q0; /* read in place: a copy in a local array costs store-forwarding stalls */
+    const uint8_t *tp[MAX_TAPS * MR];
+    for (int kh = 0, tap = 0; kh < KH; kh++) {
+        for (int kw = 0; kw < KW; kw++, tap++) {
+            for (int p = 0; p < MR; p++) {
+                const uint8_t *ptr = cv->zero;
+                if (p < M) {
+                    int ih = pq[3 * p + 1] + kh * DH, iw = pq[3 * p + 2] + kw * DW;
+                    if (inside || (ih >= 0 && ih < H && iw >= 0 && iw < W))
+                        ptr = cv->x + (((long)pq[3 * p] * H + ih) * W + iw) * CS;
+                }
+                tp[tap * MR + p] = ptr;
+            }
+        }
+    }
+    for (int kb = ga; kb < gb; kb++) {
+        if (first && kb + kg < KB)
+            block(cv, tp, q0, M, kb, (long)kg * g[G_KH] * g[G_KW] * g[G_C4] * OB);
+        else
+            block(cv, tp, q0, M, kb, 0);
+    }
 }
 
 /* every tap of the tile's pixels falls inside the image (no padding test per tap: measured 7-13 %
@@ -193,10 +213,9 @@ static int tile_inside(const qconv_t *cv, long q0, int M) {
     return 1;
 }
 
-#define RUN(M) (inside ? (pf ? tile(cv, q0, M, kb, pf, 1) : tile(cv, q0, M, kb, 0, 1))     \
-                       : (pf ? tile(cv, q0, M, kb, pf, 0) : tile(cv, q0, M, kb, 0, 0)))
+#define RUN(M) (inside ? tile(cv, q0, M, ga, gb, first, kg, KB, 1) : tile(cv, q0, M, ga, gb, first, kg, KB, 0))
 
-static void run_tile(const qconv_t *cv, long t, int kb, long pf) {
+static void run_tile(const qconv_t *cv, long t, int ga, int gb, int first, int kg, int KB) {
     const long q0 = t * cv->base + (t < cv->extra ? t : cv->extra);
     const int M = (int)(cv->base + (t < cv->extra));
     const int inside = tile_inside(cv, q0, M < 4 ? M : 4);
@@ -213,12 +232,9 @@ static void run_tile(const qconv_t *cv, long t, int kb, long pf) {
  * stay in L2 over the tiles; the first tile of a group pulls the next group's weights into L2
  * (a line per step) so that group does not start with a wait on memory */
 static void run_range(const qconv_t *cv, int kb0, int kb1, long t0, long t1, int kg, int KB) {
-    const long blk = (long)cv->g[G_KH] * cv->g[G_KW] * cv->g[G_C4] * OB; /* bytes per output block */
     for (int ga = kb0; ga < kb1; ga += kg) {
         int gb = ga + kg < kb1 ? ga + kg : kb1;
-        for (long t = t0; t < t1; t++)
-            for (int kb = ga; kb < gb; kb++)
-                run_tile(cv, t, kb, t == t0 && kb + kg < KB ? kg * blk : 0);
+        for (long t = t0; t < t1; t++) run_tile(cv, t, ga, gb, t == t0, kg, KB);
     }
 }
 

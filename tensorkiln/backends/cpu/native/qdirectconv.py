@@ -26,6 +26,7 @@ from tensorkiln.errors import InternalError
 _p, _i = ctypes.c_void_p, ctypes.c_int
 _SIGNATURES: native.Signatures = {"tk_qconv_nhwc": [_p, _p, _p, _p, _p, _p, _p, _p, _p, _p, _p, _i, _i, _i]}
 OB = 16  # output channels per weight block
+MAX_TAPS = 64  # kernel height x width the kernel takes (qdirectconv.c)
 MAX_W = 64  # largest |weight| for which vpmaddubsw's int16 pair sums cannot saturate (2 * 255 * 64 < 2^15)
 L2_WEIGHTS = 128 << 10  # bytes of weights per group of output blocks
 ACTIVATIONS = ("", "Relu", "Clip")
@@ -68,6 +69,8 @@ class QDirectConv(ConvGeometry):
             raise RuntimeError("the int8 direct convolution needs a CPU with AVX2")
         if qw.ndim != 4 or qw.dtype != np.int8:
             raise ValueError(f"expected int8 weights [K, C, KH, KW], got {qw.dtype} {tuple(qw.shape)}")
+        if qw.shape[2] * qw.shape[3] > MAX_TAPS:
+            raise ValueError(f"a {qw.shape[2]}x{qw.shape[3]} kernel has more than {MAX_TAPS} taps")
         if int(np.abs(qw.astype(np.int32)).max(initial=0)) > MAX_W:
             raise ValueError(f"weights wider than 7 bits (|w| > {MAX_W}) would saturate the int16 pair sums")
         if act not in ACTIVATIONS:
