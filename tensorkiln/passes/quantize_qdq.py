@@ -4,6 +4,9 @@
 # before -> after:  y = Q(Relu?(Add(DQ(QConv(…)), DQ(zq))))             ->  y = QConv(…, z=zq){relu?}
 # before -> after:  y = Q(Relu?(Gemm|MatMul(DQ(xq), DQ(wq), DQ(bq)?)))  ->  y = QGemm(xq, wq, ws, b){relu?}
 # before -> after:  y = Q(MaxPool(DQ(xq)))  (same scale, zero point)    ->  y = QMaxPool(xq)
+# before -> after:  y = Q(GlobalAveragePool(DQ(xq)))  (or no Q: float)  ->  y = QGlobalAveragePool(xq)
+# before -> after:  y = Q(Flatten|Reshape|Squeeze|Unsqueeze(DQ(xq), …)) (same scale, zero point)
+#                                                                        ->  y = Flatten|…(xq, …)
 # before -> after:  y = Q(x) / DQ(q)  (per tensor, uint8, left over)   ->  y = Quantize(x) / Dequantize(q)
 
 Runs before constant folding (which would turn the weights' DequantizeLinear into float
@@ -278,6 +281,37 @@ def _maxpool(graph: Graph, pool: Node, report: RuleReport) -> bool:
     return True
 
 
+def _gap(graph: Graph, pool: Node) -> bool:
+    dx = _producer(pool.inputs[0], "DequantizeLinear")
+    if dx is None or isinstance(xp := act_params(dx), str) or len(pool.outputs) != 1:
+        return False
+    qy = only_reader(graph, pool.outputs[0])
+    if qy is not None and (qy.domain != "" or qy.op_type != "QuantizeLinear" or isinstance(act_params(qy), str)):
+        qy = None
+    out = qy.outputs[0] if qy is not None else pool.outputs[0]
+    _new_node(graph, "QGlobalAveragePool", [dx.inputs[0]], out, _q_attrs(xp, qy, out), [pool] + ([qy] if qy else []))
+    return True
+
+
+RESHAPES = ("Flatten", "Reshape", "Squeeze", "Unsqueeze")
+
+
+def _reshape_codes(graph: Graph, node: Node) -> bool:
+    """A reshape between a DQ and a Q of the same scale and zero point moves the codes as they are."""
+    dx = _producer(node.inputs[0], "DequantizeLinear")
+    qy = only_reader(graph, node.outputs[0]) if len(node.outputs) == 1 else None
+    if dx is None or qy is None or qy.domain != "" or qy.op_type != "QuantizeLinear":
+        return False
+    xp = act_params(dx)
+    if isinstance(xp, str) or xp != act_params(qy) or dx.inputs[0] is None:
+        return False
+    new = Node(node.op_type, [dx.inputs[0], *node.inputs[1:]], list(qy.outputs), dict(node.attrs), node.name, "",
+               node.opset, origin=[o for n in (node, qy) for o in (n.origin or [n.name])])
+    graph.remove_node(qy)
+    _replace(graph, node, new)
+    return True
+
+
 # ------------------------------------------------------------------ QOperator format
 # before -> after:  y = QLinearConv(xq, xs, xz, wq, ws, 0, ys, yz, bq)           ->  y = QConv(xq, wq, ws, b)
 # before -> after:  y = QLinearMatMul(aq, …, wq, …) / com.microsoft QGemm(aq, …)   ->  y = QGemm(aq, wq, ws, b)
@@ -468,6 +502,11 @@ def run(graph: Graph, report: RuleReport) -> bool:
                 fired += _fuse_add(graph, node, report)
         elif node in graph.nodes and node.domain == "" and node.op_type == "MaxPool":
             fired += _maxpool(graph, node, report)
+        elif node in graph.nodes and node.domain == "" and node.op_type == "GlobalAveragePool" and fired:
+            fired += _gap(graph, node)
+    for node in list(graph.nodes):
+        if node in graph.nodes and node.domain == "" and node.op_type in RESHAPES and fired:
+            fired += _reshape_codes(graph, node)
     if fired:  # the activations' remaining Q/DQ (around float ops) run on the fast uint8 kernels
         for node in list(graph.nodes):
             _fast_qdq(graph, node)

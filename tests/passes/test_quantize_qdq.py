@@ -64,6 +64,10 @@ def test_qdq_model_fuses_into_int8_kernels_and_matches_onnxruntime(tmp_path: Pat
     ops = [s["op"] for s in e.steps()]
     assert ops.count("tensorkiln::QConv") == 3 and ops.count("tensorkiln::QGemm") == 2, ops
     assert "tensorkiln::QMaxPool" in ops and "Add" not in ops and "Conv" not in ops
+    # the pool and the Flatten after it move codes: no float round trip between the last conv and fc1
+    assert "tensorkiln::QGlobalAveragePool" in ops and "GlobalAveragePool" not in ops
+    i = ops.index("tensorkiln::QGlobalAveragePool")
+    assert ops[i:i + 3] == ["tensorkiln::QGlobalAveragePool", "Flatten", "tensorkiln::QGemm"], ops
     got = e.run({"x": x})["logits"]
     exact = _ort(path, x, optimized=False)  # the model's semantics
     assert float(np.abs(got - exact).max()) <= 3 * lsb + 1e-6

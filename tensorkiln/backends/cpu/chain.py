@@ -84,6 +84,7 @@ class _Plan:
     pos: int
     base: int
     off: int
+    calls: list[int]  # per step, the index of its call (-1: a view, no call)
     escapes: list[tuple[Any, ...]]  # (shape, strides, dtype) of each output made fresh per run
     arena: int  # bytes of scratch
     outs: list[tuple[int, bool, int, tuple[Any, ...] | None]]  # slot, from an input?, index, view
@@ -169,7 +170,7 @@ class Chain:
             raise MemoryError("the chain executor could not allocate its argument list")
         del arena  # the intermediates in it are dead
         if times is not None and prof is not None:
-            prof += [t * 1e-9 for t in times]
+            prof += [times[i] * 1e-9 if i >= 0 else 0.0 for i in plan.calls]
         for slot, from_in, i, view in plan.outs:
             t = ext[i] if from_in else esc[i]
             env[slot] = t if view is None else torch.as_strided(t, *view)
@@ -293,7 +294,12 @@ class Chain:
         argoff: list[int] = []
         fns: list[int] = []
         rel: list[tuple[int, int, int]] = []
+        index: list[int] = []  # per step, its call (-1: a view)
+        for c in calls:
+            index.append(-1 if c.fn is None else len(index) - index.count(-1))
         for call in calls:
+            if call.fn is None:  # a view
+                continue
             vals, r = native_chain.pack(call.fn, call.args, where)
             argoff.append(len(tmpl))
             rel += [(len(tmpl) + j, b, off) for j, b, off in r]
@@ -308,8 +314,8 @@ class Chain:
         if any(b > arena_base or (b == arena_base and not arena) for _, b, _ in rel):
             raise InternalError("chain plan: a relocation refers to no buffer")
         a = [ctypes.addressof(x) for x in arrays]
-        return _Plan(len(fns), arrays, a[0], a[1], a[2], len(tmpl), len(rel), a[3], a[4], a[5], escapes, arena,
-                     out_spec)
+        return _Plan(len(fns), arrays, a[0], a[1], a[2], len(tmpl), len(rel), a[3], a[4], a[5], index, escapes,
+                     arena, out_spec)
 
 
 _MISSING: Any = object()

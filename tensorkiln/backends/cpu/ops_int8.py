@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from tensorkiln.backends.cpu.base import BuildContext, Factory, Kernel, const_input, torch_const, unsupported
 from tensorkiln.backends.cpu.native import chain as native_chain
+from tensorkiln.backends.cpu.native import quant as native_quant
 from tensorkiln.backends.cpu.native.chain import NativeCall
 from tensorkiln.backends.cpu.ops_fused import make_activation
 from tensorkiln.ir import Node
@@ -354,18 +355,60 @@ def dynamic_qgemm(node: Node, ctx: BuildContext) -> Kernel:
 def quantize(node: Node, ctx: BuildContext) -> Kernel:
     s, z = _q(node, "y")
 
-    def kernel(x: torch.Tensor) -> torch.Tensor:
-        return quantize_u8(x, s, z)
+    def plan(x: torch.Tensor) -> NativeCall | None:
+        return native_quant.quantize(x, s, z)
 
+    def kernel(x: torch.Tensor) -> torch.Tensor:
+        call = plan(x)  # dense float32: quant.c (the same arithmetic)
+        return native_chain.run(call) if call is not None else quantize_u8(x, s, z)
+
+    kernel.plan = plan  # type: ignore[attr-defined]
     return kernel
 
 
 def dequantize(node: Node, ctx: BuildContext) -> Kernel:
     s, z = _q(node, "x")
 
-    def kernel(x: torch.Tensor) -> torch.Tensor:
-        return dequantize_u8(x, s, z)
+    def plan(x: torch.Tensor) -> NativeCall | None:
+        return native_quant.dequantize(x, s, z)
 
+    def kernel(x: torch.Tensor) -> torch.Tensor:
+        call = plan(x)
+        return native_chain.run(call) if call is not None else dequantize_u8(x, s, z)
+
+    kernel.plan = plan  # type: ignore[attr-defined]
+    return kernel
+
+
+def qglobalavgpool(node: Node, ctx: BuildContext) -> Kernel:
+    """Q(GlobalAveragePool(DQ(x))) on uint8 codes: the exact integer sum per channel, then
+    round_half_even((sum - HW * xz) * xs / (HW * ys)) + yz, saturated (or the float value for a
+    float32 output). The model's float mean can differ from the exact one by a rounding, so a code
+    can differ by one where the value falls on a rounding boundary."""
+    xs, xz = _q(node, "x")
+    out_u8 = node.attrs.get("out_dtype", "uint8") == "uint8"
+    ys, yz = _q(node, "y") if out_u8 else (1.0, 0)
+
+    def multiplier(hw: int) -> float:
+        return float(np.float32(xs / (hw * ys)))
+
+    def plan(x: torch.Tensor) -> NativeCall | None:
+        if x.dim() != 4:
+            return None
+        return native_quant.global_avg_pool(x, xz, multiplier(x.shape[2] * x.shape[3]), yz, out_u8)
+
+    def kernel(x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.uint8 or x.dim() < 3:
+            raise ValueError(f"expected uint8 codes [N, C, spatial...], got {x.dtype} {tuple(x.shape)}")
+        call = plan(x)
+        if call is not None:
+            return native_chain.run(call)
+        hw = int(np.prod(x.shape[2:]))
+        acc = x.to(torch.int32).sum(dim=tuple(range(2, x.dim())), keepdim=True) - hw * xz
+        f = acc.to(torch.float32) * torch.tensor(multiplier(hw), dtype=torch.float32)
+        return f.round_().add_(yz).clamp_(0, 255).to(torch.uint8) if out_u8 else f
+
+    kernel.plan = plan  # type: ignore[attr-defined]
     return kernel
 
 
@@ -424,4 +467,5 @@ KERNELS: dict[str, Factory] = {
     "tensorkiln::Quantize": quantize,
     "tensorkiln::Dequantize": dequantize,
     "tensorkiln::QMaxPool": qmaxpool,
+    "tensorkiln::QGlobalAveragePool": qglobalavgpool,
 }

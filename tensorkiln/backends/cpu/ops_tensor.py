@@ -24,6 +24,7 @@ from tensorkiln.backends.cpu.base import (
     torch_const,
     torch_dtype,
 )
+from tensorkiln.backends.cpu.native.chain import NativeCall
 from tensorkiln.ir import Node
 
 # ---------------------------------------------------------------------------- helpers
@@ -128,6 +129,12 @@ def _flatten(node: Node, ctx: Any) -> Kernel:
         a = axis + r if axis < 0 else axis
         return x.reshape(math.prod(x.shape[:a]), math.prod(x.shape[a:]))
 
+    def plan(x: torch.Tensor) -> NativeCall | None:
+        """A view of the input (no call): lets a chain run through the Flatten between two layers."""
+        y = k(x)
+        return NativeCall(y, None, []) if y.untyped_storage().data_ptr() == x.untyped_storage().data_ptr() else None
+
+    k.plan = plan  # type: ignore[attr-defined]
     return k
 
 

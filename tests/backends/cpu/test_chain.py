@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -214,3 +216,22 @@ def test_profile_times_every_step_inside_chains() -> None:
     assert [p["name"] for p in prof] == [s.node.name for s in e._program.steps]
     assert all(p["ms"] > 0 for p in prof)
     assert _plans(_chains(e)[0])  # the timed runs were replays of a plan
+
+
+def test_a_view_step_inside_a_chain(tmp_path: Path) -> None:
+    """The QDQ import's tail: QGlobalAveragePool → Flatten (a view: no call) → QGemm → QGemm →
+    Dequantize in one chain; the Flatten's output is relocated into the pool's buffer."""
+    pytest.importorskip("onnxruntime.quantization")
+    from tests.passes.test_quantize_qdq import _quantize
+    from tests.quant.models import images
+
+    path, _ = _quantize(tmp_path, "qdq", True, True)
+    e = tensorkiln.build(str(path))
+    chains = [c for c in _chains(e) if any(s.node.op_type == "Flatten" for s in c.steps)]
+    assert chains
+    for n in (4, 4, 4):
+        x = images(n, seed=n)
+        got = e.run({"x": x})["logits"]
+        np.testing.assert_array_equal(got, _stepwise(e, {"x": x})["logits"])
+    views = [p for c in chains for p in _plans(c) if -1 in p.calls]
+    assert views and all(p.n == len(p.calls) - 1 for p in views)  # one step without a call

@@ -199,6 +199,21 @@ def test_qmaxpool_equals_maxpool_of_codes(channels: int, dil: int, native: bool,
         assert got.dtype == torch.uint8 and torch.equal(got.float(), want)
 
 
+@pytest.mark.parametrize("out_dtype", ["uint8", "float32"])
+def test_qglobalavgpool_native_and_torch_paths_agree(out_dtype: str) -> None:
+    attrs: dict[str, Any] = {"x_scale": 0.05, "x_zero_point": 9, "out_dtype": out_dtype}
+    if out_dtype == "uint8":
+        attrs.update(y_scale=0.02, y_zero_point=5)
+    k = kernel("QGlobalAveragePool", [Value("x", DType.UINT8)], attrs,
+               DType.UINT8 if out_dtype == "uint8" else DType.FLOAT32)
+    qx = torch.from_numpy(rng.integers(0, 256, (2, 40, 6, 5)).astype(np.uint8))
+    a, b = k(qx), k(qx.contiguous(memory_format=torch.channels_last))  # torch sum; quant.c
+    assert a.shape == (2, 40, 1, 1) and torch.equal(a, b)
+    real = (qx.double() - 9).mul(0.05).mean(dim=(2, 3), keepdim=True)
+    want = quant(real.float(), 0.02, 5).double() if out_dtype == "uint8" else real
+    assert float((a.double() - want).abs().max()) <= (1 if out_dtype == "uint8" else 1e-6)
+
+
 def test_quantize_dequantize_roundtrip() -> None:
     x = torch.tensor([[-1.0, -0.0149, 0.0, 0.01, 0.015, 0.025, 2.0, 100.0]])
     q = kernel("Quantize", [Value("x")], {"y_scale": 0.01, "y_zero_point": 100}, DType.UINT8)(x)

@@ -26,7 +26,8 @@ _INTS = (ctypes.c_int, ctypes.c_long, ctypes.c_int64, ctypes.c_int32, ctypes.c_l
 
 class NativeCall(NamedTuple):
     """What a kernel returns from its ``plan``: the output tensor it allocated (or the residual it
-    writes in place), the ctypes function and that function's arguments."""
+    writes in place), the ctypes function and that function's arguments. ``fn`` None: no call, the
+    output is a view of an input (Flatten)."""
 
     out: torch.Tensor
     fn: Any
@@ -43,6 +44,8 @@ def library() -> Any:
 
 def run(call: NativeCall) -> torch.Tensor:
     """Make the call now, from Python (the first, traced run of a chain)."""
+    if call.fn is None:
+        return call.out
     call.fn(*[a.data_ptr() if isinstance(a, torch.Tensor) else a for a in call.args])
     return call.out
 
