@@ -237,17 +237,17 @@ class Chain:
 
     @staticmethod
     def _record(call: native_chain.NativeCall, j: int, bufs: list[_Buf], by_storage: dict[int, int]) -> bool:
-        out_sp = call.out.untyped_storage().data_ptr()
+        made = {t.untyped_storage().data_ptr(): t for t in (call.out, *call.scratch)}  # new per-run buffers
         for a in call.args:
             if not isinstance(a, torch.Tensor):
                 continue
             sp = a.untyped_storage().data_ptr()
             b = by_storage.get(sp)
             if b is None:
-                if sp != out_sp:
+                o = made.get(sp)
+                if o is None:
                     return False  # a tensor made inside the kernel's planning: not a per-run buffer
                 by_storage[sp] = len(bufs)
-                o = call.out
                 bufs.append(_Buf(-1, sp, a.untyped_storage().nbytes(), j, j, (tuple(o.shape), o.stride(), o.dtype)))
             else:
                 bufs[b].last = j

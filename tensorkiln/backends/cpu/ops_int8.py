@@ -105,8 +105,9 @@ def qconv(node: Node, ctx: BuildContext) -> Kernel:
     tactic = node.attrs.get("tactic") or default_qconv_tactic(node)
     if tactic not in QCONV_TACTICS:
         raise unsupported(node, f"unknown QConv tactic {tactic!r}; tactics are {list(QCONV_TACTICS)}")
-    if tactic == "direct-int8" and direct_int8_ok(node):
-        return _direct_int8_kernel(node, qw_np, ws_np, b_np, strides, pads_onnx, dil, act_name, out_u8, inplace)
+    if tactic in ("direct-int8", "im2col-int8") and direct_int8_ok(node):
+        return _direct_int8_kernel(node, qw_np, ws_np, b_np, strides, pads_onnx, dil, act_name, out_u8, inplace,
+                                   im2col=tactic == "im2col-int8")
     node.attrs["tactic"] = "onednn-int8"  # (direct-int8 tuned where it was available; same arithmetic)
     wz = torch.zeros(qw.shape[0], dtype=torch.int64)
     packed: dict[tuple[int, ...], torch.Tensor] = {}
@@ -171,18 +172,25 @@ def qconv(node: Node, ctx: BuildContext) -> Kernel:
 
 
 # tactic id → version (timing-cache keys); direct-int8: backends/cpu/native/qdirectconv.c
-QCONV_TACTICS = {"onednn-int8": 1, "direct-int8": 1}
+QCONV_TACTICS = {"onednn-int8": 1, "direct-int8": 1, "im2col-int8": 1}
+IM2COL_MAX = 1024  # input channels x taps up to which a convolution over < 16 channels runs as im2col-int8
 
 
 def default_qconv_tactic(node: Node) -> str:
     """The heuristic choice (optimization level 0, and the autotuner's incumbent): the direct kernel
-    wherever it can run and the layer has at least 16 input channels (a 3-channel stem runs one
-    4-channel step per tap: 2.5x oneDNN's time), else oneDNN. Measured on ResNet-50 INT8 (whole
+    wherever it can run and the layer has at least 16 input channels; a convolution over fewer
+    channels (a 3-channel stem: the direct kernel would run one 4-channel step per tap, 2.5x
+    oneDNN's time) as im2col-int8, the direct kernel over patch rows; 1x1 ones over few channels on
+    oneDNN. Measured on ResNet-50 INT8 (whole
     engines, 100 paired rounds each order): direct-int8 on every layer but the stem ran 0.956x and
     1/1.029x the all-oneDNN engine's time."""
     qw = const_input(node, 1)
-    wide = qw is not None and qw.ndim == 4 and qw.shape[1] >= 16
-    return "direct-int8" if wide and direct_int8_ok(node) else "onednn-int8"
+    if qw is None or qw.ndim != 4 or not direct_int8_ok(node):
+        return "onednn-int8"
+    if qw.shape[1] >= 16:
+        return "direct-int8"
+    taps = int(np.prod(qw.shape[1:]))
+    return "im2col-int8" if qw.shape[2] * qw.shape[3] > 1 and taps <= IM2COL_MAX else "onednn-int8"
 
 
 def qconv_tactics(node: Node) -> dict[str, int]:
@@ -212,21 +220,23 @@ def direct_int8_ok(node: Node) -> bool:
 
 
 def _direct_int8_kernel(node: Node, qw: np.ndarray, ws: np.ndarray, b: np.ndarray | None, strides: list[int],
-                        pads: list[int], dil: list[int], act: str, out_u8: bool, inplace: bool) -> Kernel:
-    from tensorkiln.backends.cpu.native.qdirectconv import QDirectConv
+                        pads: list[int], dil: list[int], act: str, out_u8: bool, inplace: bool,
+                        im2col: bool = False) -> Kernel:
+    from tensorkiln.backends.cpu.native.qdirectconv import QDirectConv, QIm2ColConv
 
     xs, xz = _q(node, "x")
     ys, yz = _q(node, "y") if out_u8 else (1.0, 0)
     has_z = len(node.inputs) > 4 and node.inputs[4] is not None
     zs, zz = _q(node, "z") if has_z and "z_scale" in node.attrs else (1.0, 0)
     params = [float(v) for v in node.attrs.get("activation_params", [])]
-    convs: dict[bool, QDirectConv] = {}
+    convs: dict[bool, QDirectConv | QIm2ColConv] = {}
+    cls = QIm2ColConv if im2col else QDirectConv
 
-    def conv_for(z_u8: bool) -> QDirectConv:
+    def conv_for(z_u8: bool) -> QDirectConv | QIm2ColConv:
         conv = convs.get(z_u8)
         if conv is None:  # made per residual type (uint8 or float32) on first use
-            conv = convs[z_u8] = QDirectConv(qw, ws, b, xs, xz, strides, pads, dil, act, params, out_u8, ys, yz,
-                                             z_u8=z_u8, z_scale=zs, z_zp=zz, inplace=inplace)
+            conv = convs[z_u8] = cls(qw, ws, b, xs, xz, strides, pads, dil, act, params, out_u8, ys, yz,
+                                     z_u8=z_u8, z_scale=zs, z_zp=zz, inplace=inplace)
         return conv
 
     conv_for(out_u8)  # the usual case prepared now: a residual of the output's type

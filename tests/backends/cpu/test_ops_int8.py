@@ -35,15 +35,16 @@ def kernel(op: str, inputs: list[Value | None], attrs: dict[str, Any], out_dtype
 
 
 def _direct_runs(attrs: dict[str, Any]) -> bool:
-    """QConv asked for direct-int8 got it (where the kernel can run it), else fell back to oneDNN."""
+    """QConv asked for direct-int8 / im2col-int8 got it (where the kernel can run it), else fell back
+    to oneDNN."""
     from tensorkiln.backends.cpu.native import qdirectconv
 
     can = qdirectconv.available() and attrs["group"] == 1 and attrs["activation"] in qdirectconv.ACTIVATIONS
-    assert LAST["node"].attrs["tactic"] == ("direct-int8" if can else "onednn-int8")
+    assert LAST["node"].attrs["tactic"] == (attrs["tactic"] if can else "onednn-int8")
     return can
 
 
-TACTICS = pytest.mark.parametrize("tactic", ["onednn-int8", "direct-int8"])
+TACTICS = pytest.mark.parametrize("tactic", ["onednn-int8", "direct-int8", "im2col-int8"])
 
 
 def quant(x: torch.Tensor, s: float, z: int) -> torch.Tensor:
@@ -95,7 +96,7 @@ def test_qconv_uint8_in_uint8_out(act: str, groups: int, pads: tuple[int, ...], 
     attrs.update(out_dtype="uint8", y_scale=0.03, y_zero_point=90, tactic=tactic)
     qx = torch.from_numpy(rng.integers(0, 256, (2, 8, 9, 9)).astype(np.uint8))
     got = kernel("QConv", [*inputs, None], attrs, DType.UINT8)(qx, None, None, None, None)
-    if tactic == "direct-int8":
+    if tactic != "onednn-int8":
         _direct_runs(attrs)
     assert got.dtype == torch.uint8
     want = ACTS[act](ref_conv(deq(qx, 0.02, 100), wd, b, attrs))
@@ -109,7 +110,7 @@ def test_qconv_float_in_float_out_quantizes_the_input(tactic: str) -> None:
     inputs[0] = Value("x", DType.FLOAT32, (2, 8, 9, 9))
     x = torch.randn(2, 8, 9, 9)
     got = kernel("QConv", [*inputs, None], attrs)(x)
-    if tactic == "direct-int8":
+    if tactic != "onednn-int8":
         _direct_runs(attrs)
     assert got.dtype == torch.float32
     want = torch.relu(ref_conv(deq(quant(x, 0.02, 100), 0.02, 100), wd, b, attrs))
@@ -132,7 +133,7 @@ def test_qconv_residual_sum(z_dtype: str, out_dtype: str, act: str, tactic: str)
     zv = Value("z", DType.UINT8 if z_dtype == "uint8" else DType.FLOAT32, tuple(z.shape))
     got = kernel("QConv", [*inputs, zv], attrs)(qx, None, None, None, z)
     assert torch.equal(z, z_before), "the residual input was modified"
-    if tactic == "direct-int8":
+    if tactic != "onednn-int8":
         _direct_runs(attrs)
     zd = deq(quant(zf, 0.05, 120), 0.05, 120) if (z_dtype == "uint8" or out_dtype == "uint8") else zf.double()
     want = ACTS[act](ref_conv(deq(qx, 0.02, 100), wd, b, attrs) + zd)
@@ -224,7 +225,7 @@ def test_quantize_dequantize_roundtrip() -> None:
 
 def test_qconv_tactic_is_chosen_by_heuristic() -> None:
     """QConv is not tuned (in-network timing misattributes oneDNN's per-call setup): direct-int8
-    wherever it can run over >= 16 input channels, oneDNN for a 3-channel stem."""
+    wherever it can run over >= 16 input channels, im2col-int8 for a 3-channel 7x7 stem."""
     from tensorkiln.autotune.tuner import _default_tactic
     from tensorkiln.backends.cpu.native import qdirectconv
     from tensorkiln.backends.cpu.ops_fused import tactics_for
@@ -241,7 +242,8 @@ def test_qconv_tactic_is_chosen_by_heuristic() -> None:
     assert tactics_for(wide1) == tactics_for(wide3) == tactics_for(stem) == {}
     expect = "direct-int8" if qdirectconv.available() else "onednn-int8"
     assert _default_tactic(wide1) == _default_tactic(wide3) == expect
-    assert _default_tactic(stem) == "onednn-int8"
+    assert _default_tactic(stem) == ("im2col-int8" if qdirectconv.available() else "onednn-int8")
+    assert _default_tactic(node(3, 1)) == "onednn-int8"  # 1x1 over few channels
 
 
 def test_qgemm_few_rows_run_on_the_direct_kernel(monkeypatch: pytest.MonkeyPatch) -> None:

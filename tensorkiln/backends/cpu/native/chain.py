@@ -26,12 +26,13 @@ _INTS = (ctypes.c_int, ctypes.c_long, ctypes.c_int64, ctypes.c_int32, ctypes.c_l
 
 class NativeCall(NamedTuple):
     """What a kernel returns from its ``plan``: the output tensor it allocated (or the residual it
-    writes in place), the ctypes function and that function's arguments. ``fn`` None: no call, the
-    output is a view of an input (Flatten)."""
+    writes in place), the ctypes function and that function's arguments (and the work buffers it
+    allocated for the call). ``fn`` None: no call, the output is a view of an input (Flatten)."""
 
     out: torch.Tensor
     fn: Any
     args: list[Any]
+    scratch: tuple[torch.Tensor, ...] = ()  # per-call work buffers among the arguments
 
 
 def library() -> Any:

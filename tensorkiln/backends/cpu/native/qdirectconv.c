@@ -264,9 +264,70 @@ void tk_qconv_nhwc(const uint8_t *x, const int8_t *wp, const int32_t *corr, cons
     }
 }
 
+/* im2col geometry: a convolution over few channels as a 1x1 convolution over patches */
+enum { I_N, I_C, I_H, I_W, I_KH, I_KW, I_SH, I_SW, I_DH, I_DW, I_PT, I_PL, I_HO, I_WO, I_CP, I_SN, I_SC, I_SH_, I_SW_,
+       I_NG };
+
+/* patch rows col[N * HO * WO][CP] of uint8 codes x[N][C][H][W] (element strides I_S*, any layout):
+ * col[p][(c * KH + kh) * KW + kw] = x[n][c][ih][iw], or zp in the padding; bytes C*KH*KW .. CP-1
+ * are zp too (their weights are 0). Rows of KW taps are copied 8 bytes at a time where the input
+ * row is contiguous, fully inside the image and readable for 8 bytes. */
+static void im2col_u8(const uint8_t *x, const int *ig, uint8_t *col, uint8_t zp) {
+    const int N = ig[I_N], C = ig[I_C], H = ig[I_H], W = ig[I_W], KH = ig[I_KH], KW = ig[I_KW];
+    const int SH = ig[I_SH], SW = ig[I_SW], DH = ig[I_DH], DW = ig[I_DW], PT = ig[I_PT], PL = ig[I_PL];
+    const int HO = ig[I_HO], WO = ig[I_WO], CP = ig[I_CP];
+    const long sn = ig[I_SN], sc = ig[I_SC], sh = ig[I_SH_], sw = ig[I_SW_];
+    const int K = C * KH * KW, wide = sw == 1 && DW == 1 && KW <= 8;
+    #pragma omp parallel for schedule(static) collapse(2)
+    for (int n = 0; n < N; n++) {
+        for (int oh = 0; oh < HO; oh++) {
+            for (int ow = 0; ow < WO; ow++) {
+                uint8_t *r = col + (((long)n * HO + oh) * WO + ow) * CP;
+                const int iw0 = ow * SW - PL;
+                int k = 0;
+                for (int c = 0; c < C; c++) {
+                    for (int kh = 0; kh < KH; kh++, k += KW) {
+                        const int ih = oh * SH - PT + kh * DH;
+                        const uint8_t *xr = x + n * sn + c * sc + ih * sh;
+                        if (ih < 0 || ih >= H) {
+                            memset(r + k, zp, (size_t)KW);
+                        } else if (wide && iw0 >= 0 && iw0 + 8 <= W && k + 8 <= K) {
+                            uint64_t v;
+                            memcpy(&v, xr + iw0, 8);
+                            memcpy(r + k, &v, 8); /* the bytes past KW belong to the rows written next */
+                        } else {
+                            for (int kw = 0; kw < KW; kw++) {
+                                const int iw = iw0 + kw * DW;
+                                r[k + kw] = iw >= 0 && iw < W ? xr[iw * sw] : zp;
+                            }
+                        }
+                    }
+                }
+                if (CP > K) memset(r + K, zp, (size_t)(CP - K));
+            }
+        }
+    }
+}
+
+/* im2col of x into col (a scratch buffer of N*HO*WO*CP bytes), then the 1x1 convolution over the
+ * patch rows (g, pix: its geometry and pixel table, as tk_qconv_nhwc) */
+void tk_qconv_im2col_nhwc(const uint8_t *x, const int *ig, uint8_t *col, int zp, const int8_t *wp, const int32_t *corr,
+                          const float *scale, const float *bias, const void *z, void *y, const uint8_t *zero,
+                          const int *g, const int *pix, const float *q, int kg, int clamp, int flags) {
+    im2col_u8(x, ig, col, (uint8_t)zp);
+    tk_qconv_nhwc(col, wp, corr, scale, bias, z, y, zero, g, pix, q, kg, clamp, flags);
+}
+
 /* the chain executor's entry (chain.c): the arguments as one int64 array, floats as their bits */
 void tk_qconv_nhwc_packed(const int64_t *a) {
     tk_qconv_nhwc((const uint8_t *)a[0], (const int8_t *)a[1], (const int32_t *)a[2], (const float *)a[3],
                   (const float *)a[4], (const void *)a[5], (void *)a[6], (const uint8_t *)a[7], (const int *)a[8],
                   (const int *)a[9], (const float *)a[10], (int)a[11], (int)a[12], (int)a[13]);
+}
+
+void tk_qconv_im2col_nhwc_packed(const int64_t *a) {
+    tk_qconv_im2col_nhwc((const uint8_t *)a[0], (const int *)a[1], (uint8_t *)a[2], (int)a[3], (const int8_t *)a[4],
+                         (const int32_t *)a[5], (const float *)a[6], (const float *)a[7], (const void *)a[8], (void *)a[9],
+                         (const uint8_t *)a[10], (const int *)a[11], (const int *)a[12], (const float *)a[13],
+                         (int)a[14], (int)a[15], (int)a[16]);
 }

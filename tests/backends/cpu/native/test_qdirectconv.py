@@ -148,3 +148,26 @@ def test_size_one_spatial_dims_with_any_strides(shape: tuple[int, ...]) -> None:
         for _ in range(2):  # the second call takes the cached layout
             want = _requant(_act(_real(x, qw, ws, b, 0.02, 3, 1, (0, 0, 0, 0), 1), "Relu", []), 0.01, 0)
             _assert_codes(conv(x), want)
+
+
+@pytest.mark.parametrize(("n", "c", "h", "w", "k", "r", "s", "pads", "d"), [
+    (2, 3, 30, 30, 64, 7, 2, (3, 3, 3, 3), 1),  # a stem: 8-byte tap rows inside, byte-wise at the edges
+    (1, 3, 11, 13, 20, 3, 1, (1, 1, 1, 1), 1),  # 3x3: rows copied 8 bytes (5 spill into the next rows)
+    (1, 5, 9, 8, 16, 3, 2, (0, 1, 2, 1), 2),  # dilation (byte-wise), asymmetric pads
+    (1, 8, 6, 6, 17, 2, 1, (0, 0, 0, 0), 1),  # 32 patch bytes: no rounding up
+])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_im2col_equals_the_direct_kernel(n: int, c: int, h: int, w: int, k: int, r: int, s: int,
+                                         pads: tuple[int, ...], d: int, layout: str) -> None:
+    x, qw, ws, b = _data(n, c, h, w, k, r, 3 * c + h)
+    x = x.contiguous() if layout == "nchw" else x
+    args = (qw, ws, b, 0.02, 7, [s, s], list(pads), [d, d], "Relu", [], True, 0.01, 100)
+    want = qdirectconv.QDirectConv(*args)(x)  # same integer sums, same epilogue
+    im = qdirectconv.QIm2ColConv(*args)
+    for _ in range(2):  # the cached layout
+        y = im(x)
+        assert y.shape == want.shape and y.is_contiguous(memory_format=CL) and torch.equal(y, want)
+    z = torch.from_numpy(np.random.default_rng(0).integers(0, 256, want.shape, dtype=np.uint8))
+    with_z = qdirectconv.QIm2ColConv(*args, z_u8=True, z_scale=0.03, z_zp=5)
+    ref = qdirectconv.QDirectConv(*args, z_u8=True, z_scale=0.03, z_zp=5)
+    assert torch.equal(with_z(x, z.contiguous(memory_format=CL)), ref(x, z.contiguous(memory_format=CL)))
