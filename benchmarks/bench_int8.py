@@ -25,7 +25,7 @@ import torch
 
 import tensorkiln
 from tensorkiln import zoo
-from tensorkiln.bench.interleave import Runner, measure_side_by_side
+from tensorkiln.bench.interleave import SETTLE_S, Runner, measure_side_by_side
 
 
 def qdq_model(model: str, n_calib: int = 8) -> Path:
@@ -121,6 +121,8 @@ def main() -> None:
     ap.add_argument("--model", default="resnet50")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--settle", type=float, default=SETTLE_S,
+                    help="seconds before each runtime's warm-up (onnxruntime's threads spin after a run)")
     ap.add_argument("--threads", type=int, default=None, help="threads for every runtime (default: all cores)")
     ap.add_argument("--kernels", action="store_true", help="also time single convolutions per int8 kernel")
     ap.add_argument("--no-calibrated", action="store_true", help="skip tensorkiln's own int8 calibration")
@@ -165,8 +167,9 @@ def main() -> None:
         if args.ort_fp32:  # a second onnxruntime thread pool
             sess_fp = ort.InferenceSession(str(zoo.get(args.model)), so, providers=["CPUExecutionProvider"])
             runners.append(Runner("onnxruntime fp32", lambda s=sess_fp: s.run(None, feeds)))
-        res = measure_side_by_side(runners, rounds=args.rounds, baseline="tensorkiln fp32")
-        print(f"\n{args.model} batch {args.batch}, {threads} threads, {args.rounds} interleaved rounds, onnxruntime "
+        res = measure_side_by_side(runners, rounds=args.rounds, baseline="tensorkiln fp32", settle_s=args.settle)
+        print(f"\n{args.model} batch {args.batch}, {threads} threads, {args.rounds} interleaved rounds, settle "
+              f"{args.settle:g} s, onnxruntime "
               f"allow_spinning={spin} (max |int8 outputs diff| {diff:.3g}; load average after: {os.getloadavg()}):")
         for r in runners:
             print(f"  {r.name:30s} median {res.median(r.name):8.2f} ms  p99 {res.p99(r.name):8.2f} ms  "

@@ -18,6 +18,7 @@ import torch
 import tensorkiln
 from tensorkiln import zoo
 from tensorkiln.bench import Runner, measure_side_by_side
+from tensorkiln.bench.interleave import SETTLE_S
 
 
 def main() -> None:
@@ -25,6 +26,8 @@ def main() -> None:
     ap.add_argument("--models", default="resnet50,googlenet")
     ap.add_argument("--batches", default="1,16")
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--settle", type=float, default=SETTLE_S,
+                    help="seconds before each runtime's warm-up (onnxruntime's threads spin after a run)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -46,7 +49,7 @@ def main() -> None:
                 Runner("onnxruntime", lambda f=feeds, s=sess: s.run(None, f), b),
             ]
             res = measure_side_by_side(runners, rounds=args.rounds if b == 1 else max(5, args.rounds // 3),
-                                       baseline="onnxruntime")
+                                       baseline="onnxruntime", settle_s=args.settle)
             for r in runners:
                 med = res.median(r.name)
                 print(f"{name:10} {b:5d} {r.name:14} {med:10.2f} {res.p99(r.name):9.2f} "

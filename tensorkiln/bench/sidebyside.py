@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from tensorkiln.bench.interleave import Runner, measure_side_by_side
+from tensorkiln.bench.interleave import SETTLE_S, Runner, measure_side_by_side
 from tensorkiln.bench.peers import LABELS, Peer, agreement
 
 
@@ -43,7 +43,8 @@ class PeerBatch:
 
 
 def compare_batch(engine_fn: Callable[[], Any], peers: list[Peer], feeds: Mapping[str, np.ndarray], batch: int,
-                  *, seconds: float = 10.0, min_rounds: int = 5, max_rounds: int = 30) -> PeerBatch:
+                  *, seconds: float = 10.0, min_rounds: int = 5, max_rounds: int = 30,
+                  settle_s: float = SETTLE_S) -> PeerBatch:
     """Interleaved rounds of tensorkiln and every peer on ``feeds``; rounds sized to ``seconds``."""
     from tensorkiln.bench.stats import load_average
 
@@ -65,8 +66,9 @@ def compare_batch(engine_fn: Callable[[], Any], peers: list[Peer], feeds: Mappin
             continue
         diffs[p.name] = agreement(ours, theirs)
         runners.append(Runner(p.name, functools.partial(p.run, feeds), batch))
-    rounds = int(min(max_rounds, max(min_rounds, seconds / max(2 * cost, 1e-6))))
-    res = measure_side_by_side(runners, rounds=rounds, baseline="tensorkiln")
+    per_round = 2 * cost + (settle_s * len(runners) if len(runners) > 1 else 0.0)
+    rounds = int(min(max_rounds, max(min_rounds, seconds / max(per_round, 1e-6))))
+    res = measure_side_by_side(runners, rounds=rounds, baseline="tensorkiln", settle_s=settle_s)
     out.rounds = rounds
     for r in runners:
         med = res.median(r.name)

@@ -1,4 +1,6 @@
+import itertools
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +114,7 @@ def test_side_by_side_ratio_reflects_speed() -> None:
 
     broken = Peer("openvino", "0", lambda f: (_ for _ in ()).throw(RuntimeError("no such op")))
     fast = lambda: (time.sleep(0.001), {"y": np.ones(3, np.float32)})[1]  # noqa: E731
-    pb = compare_batch(fast, [Peer("ort", "0", slow), broken], {}, 2, seconds=0.3, min_rounds=8)
+    pb = compare_batch(fast, [Peer("ort", "0", slow), broken], {}, 2, seconds=0.3, min_rounds=8, settle_s=0.0)
     rows = {r.runtime: r for r in pb.rows}
     assert set(rows) == {"tensorkiln", "ort"} and "openvino" in pb.errors and "no such op" in pb.errors["openvino"]
     assert 2.0 < rows["ort"].speedup < 12.0  # ~6x slower, on a noisy machine
@@ -121,6 +123,21 @@ def test_side_by_side_ratio_reflects_speed() -> None:
     # the interleave harness keeps its API
     res = measure_side_by_side([Runner("a", lambda: None), Runner("b", lambda: None)], rounds=3)
     assert len(res.times_ms["a"]) == 3 and res.baseline == "b"
+
+
+def test_side_by_side_pauses_before_each_runtime() -> None:
+    """The previous runtime's threads get ``settle_s`` to stop spinning before the next one's warm-up."""
+    calls: list[tuple[str, float]] = []
+
+    def rec(name: str) -> Callable[[], None]:
+        return lambda: calls.append((name, time.perf_counter()))
+
+    measure_side_by_side([Runner("a", rec("a")), Runner("b", rec("b"))], rounds=2, settle_s=0.02)
+    timed = calls[2:]  # after the untimed first calls: per runtime a warm-up then the timed call
+    assert [n for n, _ in timed] == ["a", "a", "b", "b", "b", "b", "a", "a"]
+    gaps = [t1 - t0 for (n0, t0), (n1, t1) in itertools.pairwise(timed) if n0 != n1]
+    assert len(gaps) == 2 and min(gaps) >= 0.02
+    assert timed[1][1] - timed[0][1] < 0.02  # the timed call follows its warm-up at once
 
 
 def test_peers(tiny_path: Path) -> None:
