@@ -216,10 +216,11 @@ def test_close_calls_get_a_second_set_of_rounds(monkeypatch: pytest.MonkeyPatch)
         return out
 
     monkeypatch.setattr(tuner, "_sweep", fake_sweep)
+    monkeypatch.setattr(tuner, "_whole_network_check", lambda *a: None)  # per-layer logic only
     e = tensorkiln.build(conv_model(), timing_cache="")
     assert len(calls) == 2
-    ((_step, tacs),) = calls[1].items()
-    assert tacs == ["onednn-nhwc", "aten-nhwc"]
+    ((step, tacs),) = calls[1].items()
+    assert tacs == [tuner._default_tactic(e._program.steps[step].node), "aten-nhwc"]
     rec = next(r for r in e.tuning if r["op"] == "tensorkiln::FusedConv")
     assert rec["chosen"] == "aten-nhwc"  # 9 wins of 12 after the second rounds
 
@@ -239,3 +240,33 @@ def test_clear_calls_are_not_timed_twice(monkeypatch: pytest.MonkeyPatch) -> Non
     assert len(calls) == 1
     rec = next(r for r in e.tuning if r["op"] == "tensorkiln::FusedConv")
     assert rec["chosen"] == rec["incumbent"]
+
+
+@pytest.mark.parametrize("mixed_ms,kept", [(9.0, True), (11.0, False)])
+def test_per_layer_choices_must_win_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mixed_ms: float,
+                                               kept: bool) -> None:
+    """Per-layer winners are kept only if the network with them beats the heuristic tactics end to
+    end; the two medians are cached, so a warm build decides alike without timing."""
+    from tensorkiln.autotune import tuner
+
+    def fake_sweep(program, inputs, registry, todo, rounds, *a):  # type: ignore[no-untyped-def]
+        inc = {i: tuner._default_tactic(program.steps[i].node) for i in todo}  # aten-nhwc wins clearly
+        return {(i, t): ([1.0] * 6 if t == inc[i] else [0.5] * 6 if t == "aten-nhwc" else [2.0] * 6)
+                for i, tacs in todo.items() for t in tacs}
+
+    timed: list[int] = []
+
+    def fake_time(progs, inputs, rounds):  # type: ignore[no-untyped-def]
+        timed.append(len(progs))  # heuristic, per-layer choices (aten-nhwc is not a chained tactic)
+        return [[10.0] * rounds, [mixed_ms] * rounds]
+
+    monkeypatch.setattr(tuner, "_sweep", fake_sweep)
+    monkeypatch.setattr(tuner, "_time_programs", fake_time)
+    cache = str(tmp_path / "t.json")
+    for _ in range(2):  # cold, then warm
+        e = tensorkiln.build(conv_model(), timing_cache=cache)
+        rec = next(r for r in e.tuning if r["op"] == "tensorkiln::FusedConv")
+        assert rec["chosen"] == ("aten-nhwc" if kept else rec["incumbent"])
+        assert ("note" in rec) == (not kept) and (kept or "chosen 11.00 ms" in rec["note"])
+        assert _tactics(e)[rec["node"]] == rec["chosen"]
+    assert timed == [2]  # the warm build took both medians from the cache
