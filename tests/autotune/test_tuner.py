@@ -270,3 +270,16 @@ def test_per_layer_choices_must_win_end_to_end(tmp_path: Path, monkeypatch: pyte
         assert ("note" in rec) == (not kept) and (kept or "chosen 11.00 ms" in rec["note"])
         assert _tactics(e)[rec["node"]] == rec["chosen"]
     assert timed == [2]  # the warm build took both medians from the cache
+
+
+def test_few_channel_convolutions_default_to_im2col() -> None:
+    """A 3-channel 3x3 convolution: the heuristic is im2col-nhwc (the direct kernel over patch rows)."""
+    from tensorkiln.backends.cpu.native import directconv
+
+    if not directconv.available():
+        pytest.skip("native kernels unavailable here")
+    e = tensorkiln.build(conv_model(), opt_level=0)
+    conv = next(s for s in e.steps() if s["op"] == "tensorkiln::FusedConv")
+    assert conv["tactic"] == "im2col-nhwc"
+    np.testing.assert_allclose(e.run({"x": X})["y"], tensorkiln.build(conv_model(), optimize=False).run({"x": X})["y"],
+                               rtol=1e-4, atol=1e-4)

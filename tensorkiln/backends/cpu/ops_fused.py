@@ -82,7 +82,7 @@ def fused_conv(node: Node, ctx: BuildContext) -> Kernel:
     tactic = node.attrs.get("tactic") or default_conv_tactic(node)
     if (tactic == winograd_tactic(node) and not _winograd_available()) or \
             (tactic == "gemm-1x1" and gemm1x1_ok(node) and not _gemm1x1_available()) or \
-            (tactic == "direct-nhwc" and direct_ok(node) and not _direct_available()):
+            (tactic in ("direct-nhwc", "im2col-nhwc") and direct_ok(node) and not _direct_available()):
         # an engine tuned on a machine with a C compiler, loaded on one without: same math, direct;
         # the node records what runs, so the profile and a re-save say so
         tactic = default_conv_tactic(node)
@@ -159,8 +159,8 @@ def fused_conv(node: Node, ctx: BuildContext) -> Kernel:
         return _winograd_kernel(node, tactic, w_np, b_np, act, _generic)
     if tactic == "gemm-1x1":
         return _gemm1x1_kernel(node, w_np, b_np, act, _generic)
-    if tactic == "direct-nhwc":
-        return _direct_kernel(node, w_np, b_np, act, _generic)
+    if tactic in ("direct-nhwc", "im2col-nhwc"):
+        return _direct_kernel(node, w_np, b_np, act, _generic, im2col=tactic == "im2col-nhwc")
 
     if tactic == "aten-nhwc" and nd == 2:
         cl = torch.channels_last
@@ -299,16 +299,19 @@ def _gemm1x1_kernel(node: Node, w_np: Any, b_np: Any, act: Act | None, generic: 
                           act, generic)
 
 
-def _direct_kernel(node: Node, w_np: Any, b_np: Any, act: Act | None, generic: ConvCall) -> Kernel:
-    from tensorkiln.backends.cpu.native.directconv import DirectConv
+def _direct_kernel(node: Node, w_np: Any, b_np: Any, act: Act | None, generic: ConvCall,
+                   im2col: bool = False) -> Kernel:
+    from tensorkiln.backends.cpu.native.directconv import DirectConv, Im2ColConv
 
-    if not direct_ok(node):
-        raise unsupported(node, "tactic direct-nhwc needs an ungrouped 2-D NHWC convolution")
+    if not (im2col_ok(node) if im2col else direct_ok(node)):
+        raise unsupported(node, f"tactic {'im2col-nhwc' if im2col else 'direct-nhwc'} needs an ungrouped 2-D "
+                                f"NHWC convolution{' over < 16 channels' if im2col else ''}")
+    cls = Im2ColConv if im2col else DirectConv
     strides, dil, pads, _, _ = _conv_geometry(node, torch.from_numpy(w_np))
     params = list(node.attrs.get("activation_params", []))
     inplace = bool(node.attrs.get("residual_inplace", False))
-    return _native_kernel(node, "direct-nhwc", "directconv",
-                          lambda fa: DirectConv(w_np, b_np, strides, pads, dil, fa, params, inplace=inplace),
+    return _native_kernel(node, "im2col-nhwc" if im2col else "direct-nhwc", "directconv",
+                          lambda fa: cls(w_np, b_np, strides, pads, dil, fa, params, inplace=inplace),
                           act, generic)
 
 
@@ -316,9 +319,19 @@ def _direct_kernel(node: Node, w_np: Any, b_np: Any, act: Act | None, generic: C
 # (aten-nchw v2: timed with the reorder to NHWC that its consumers in the channels-last region pay)
 # (direct-nhwc v5, native-gemv v2: timed as their native call alone, as they run inside chains)
 CONV_TACTICS = {"onednn-nhwc": 1, "aten-nhwc": 1, "aten-nchw": 2, "winograd-f43": 1, "winograd-f25": 1,
-                "gemm-1x1": 1, "direct-nhwc": 5}
+                "gemm-1x1": 1, "direct-nhwc": 5, "im2col-nhwc": 1}
 GEMM_TACTICS = {"aten-linear": 1, "onednn-linear": 1, "native-gemv": 2}
-CHAINED_TACTICS = frozenset({"direct-nhwc", "native-gemv"})  # their steps run inside chains
+CHAINED_TACTICS = frozenset({"direct-nhwc", "im2col-nhwc", "native-gemv"})  # their steps run inside chains
+IM2COL_MAX = 1024  # input channels x taps up to which a convolution over < 16 channels offers im2col-nhwc
+
+
+def im2col_ok(node: Node) -> bool:
+    """direct_ok, over fewer than 16 input channels, with a kernel larger than 1x1 (a stem)."""
+    w = node.inputs[1]
+    if not direct_ok(node) or w is None or w.const is None:
+        return False
+    c, kh, kw = (int(d) for d in w.const.shape[1:])
+    return c < 16 and kh * kw > 1 and c * kh * kw <= IM2COL_MAX
 
 
 def default_conv_tactic(node: Node) -> str:
@@ -329,7 +342,7 @@ def default_conv_tactic(node: Node) -> str:
     from tensorkiln.backends.cpu.native import ACT_CODES
 
     if direct_ok(node) and node.attrs.get("activation", "") in ACT_CODES and _direct_available():
-        return "direct-nhwc"
+        return "im2col-nhwc" if im2col_ok(node) else "direct-nhwc"
     return "onednn-nhwc" if _onednn_ok(node) else "aten-nchw"
 
 
@@ -361,6 +374,8 @@ def tactics_for(node: Node) -> dict[str, int]:
                 out["gemm-1x1"] = CONV_TACTICS["gemm-1x1"]
             if direct_ok(node) and _direct_available():
                 out["direct-nhwc"] = CONV_TACTICS["direct-nhwc"]
+                if im2col_ok(node):
+                    out["im2col-nhwc"] = CONV_TACTICS["im2col-nhwc"]
         return out
     if node.op_type == "QConv":
         from tensorkiln.backends.cpu.ops_int8 import qconv_tactics

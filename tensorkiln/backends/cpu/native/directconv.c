@@ -217,6 +217,80 @@ void tk_conv_nhwc(const float *x, const float *wp, const float *bias, const floa
     }
 }
 
+/* im2col geometry: a convolution over few channels as a 1x1 convolution over patch rows */
+enum { I_N, I_C, I_H, I_W, I_KH, I_KW, I_SH, I_SW, I_DH, I_DW, I_PT, I_PL, I_HO, I_WO, I_CP, I_SN, I_SC, I_SH_, I_SW_,
+       I_NG };
+
+/* patch rows of the output pixels q0 .. q1-1: col[q][(c * KH + kh) * KW + kw] = x[n][c][ih][iw]
+ * (element strides I_S*, any layout), 0 in the padding. A row of KW taps is one 8-float copy where
+ * the input row is contiguous, inside the image and 8 floats readable (the floats past KW belong
+ * to the rows written next). */
+static void im2col_rows(const float *x, const int *ig, float *col, long q0, long q1) {
+    const int C = ig[I_C], H = ig[I_H], W = ig[I_W], KH = ig[I_KH], KW = ig[I_KW];
+    const int SH = ig[I_SH], SW = ig[I_SW], DH = ig[I_DH], DW = ig[I_DW], PT = ig[I_PT], PL = ig[I_PL];
+    const int HO = ig[I_HO], WO = ig[I_WO], CP = ig[I_CP];
+    const long sn = ig[I_SN], sc = ig[I_SC], sh = ig[I_SH_], sw = ig[I_SW_];
+    const int K = C * KH * KW, wide = sw == 1 && DW == 1 && KW <= 8;
+    for (long q = q0; q < q1; q++) {
+        const long n = q / ((long)HO * WO), rem = q % ((long)HO * WO);
+        const int oh = (int)(rem / WO), ow = (int)(rem % WO), iw0 = ow * SW - PL;
+        float *r = col + q * CP;
+        int k = 0;
+        for (int c = 0; c < C; c++) {
+            for (int kh = 0; kh < KH; kh++, k += KW) {
+                const int ih = oh * SH - PT + kh * DH;
+                const float *xr = x + n * sn + c * sc + (long)ih * sh;
+                if (ih < 0 || ih >= H) {
+                    for (int kw = 0; kw < KW; kw++) r[k + kw] = 0.f;
+                } else if (wide && iw0 >= 0 && iw0 + 8 <= W && k + 8 <= K) {
+                    _mm256_storeu_ps(r + k, _mm256_loadu_ps(xr + iw0));
+                } else {
+                    for (int kw = 0; kw < KW; kw++) {
+                        const int iw = iw0 + kw * DW;
+                        r[k + kw] = iw >= 0 && iw < W ? xr[(long)iw * sw] : 0.f;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#define IM2COL_TILES 16 /* tiles whose patch rows are gathered at a time (tens of KB: stay in L2) */
+
+/* The convolution of x through patch rows: each thread gathers the rows of IM2COL_TILES of its
+ * tiles into col (N*HO*WO rows of CP floats: the thread's own part), then runs the 1x1 direct
+ * kernel (g, pix: its geometry over col) on them while they are in cache. Few tiles: all rows
+ * first, then tk_conv_nhwc. */
+void tk_conv_im2col_nhwc(const float *x, const int *ig, float *col, const float *wp, const float *bias,
+                         const float *z, float *y, const float *zero, const int *g, const int *pix, int cb, int kg,
+                         int act, float lo, float hi) {
+    const long P = (long)g[G_N] * g[G_HO] * g[G_WO];
+    if (P < 1) return;
+    const long T = (P + MR - 1) / MR;
+    const int KB = (g[G_K] + OB - 1) / OB;
+    if (T < 8L * omp_get_max_threads()) {
+        #pragma omp parallel for schedule(static)
+        for (long q = 0; q < P; q++) im2col_rows(x, ig, col, q, q + 1);
+        tk_conv_nhwc(col, wp, bias, z, y, zero, g, pix, cb, kg, act, lo, hi);
+        return;
+    }
+    conv_t cv = {col, wp, bias, z, zero, y, g, pix, P, T, P / T, P % T, act, lo, hi};
+    if (cb < 1) cb = g[G_C];
+    if (kg < 1) kg = 1;
+    #pragma omp parallel
+    {
+        const int nt = omp_get_num_threads(), id = omp_get_thread_num();
+        const long t0 = T * id / nt, t1 = T * (id + 1) / nt;
+        for (long ta = t0; ta < t1; ta += IM2COL_TILES) {
+            const long tb = ta + IM2COL_TILES < t1 ? ta + IM2COL_TILES : t1;
+            const long qa = ta * cv.base + (ta < cv.extra ? ta : cv.extra);
+            const long qb = tb * cv.base + (tb < cv.extra ? tb : cv.extra);
+            im2col_rows(x, ig, col, qa, qb);
+            run_range(&cv, 0, KB, ta, tb, cb, kg, KB, 0);
+        }
+    }
+}
+
 /* the chain executor's entry (chain.c): the arguments as one int64 array, floats as their bits */
 static float tk_bits_f32(int64_t v) {
     uint32_t u = (uint32_t)v;
@@ -229,4 +303,10 @@ void tk_conv_nhwc_packed(const int64_t *a) {
     tk_conv_nhwc((const float *)a[0], (const float *)a[1], (const float *)a[2], (const float *)a[3], (float *)a[4],
                  (const float *)a[5], (const int *)a[6], (const int *)a[7], (int)a[8], (int)a[9], (int)a[10],
                  tk_bits_f32(a[11]), tk_bits_f32(a[12]));
+}
+
+void tk_conv_im2col_nhwc_packed(const int64_t *a) {
+    tk_conv_im2col_nhwc((const float *)a[0], (const int *)a[1], (float *)a[2], (const float *)a[3], (const float *)a[4],
+                        (const float *)a[5], (float *)a[6], (const float *)a[7], (const int *)a[8], (const int *)a[9],
+                        (int)a[10], (int)a[11], (int)a[12], tk_bits_f32(a[13]), tk_bits_f32(a[14]));
 }

@@ -22,7 +22,8 @@ from tensorkiln.errors import InternalError
 ACT_CODES = native.ACT_CODES
 
 _p, _i, _f = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
-_SIGNATURES: native.Signatures = {"tk_conv_nhwc": [_p, _p, _p, _p, _p, _p, _p, _p, _i, _i, _i, _f, _f]}
+_SIGNATURES: native.Signatures = {"tk_conv_nhwc": [_p, _p, _p, _p, _p, _p, _p, _p, _i, _i, _i, _f, _f],
+                                  "tk_conv_im2col_nhwc": [_p] * 10 + [_i, _i, _i, _f, _f]}
 OB = 16  # output channels per weight block (two AVX2 vectors)
 CL = torch.channels_last
 L2_WEIGHTS = 128 << 10  # bytes of weights per group of output blocks: stays in L2 over the tiles
@@ -210,4 +211,63 @@ class DirectConv(ConvGeometry):
             call = self.plan(x, None if z is None else z.to(torch.float32).contiguous(memory_format=CL))
             if call is None:
                 raise InternalError("a direct convolution cannot run on channels-last float32 copies")
+        return native_chain.run(call)
+
+
+def im2col_geometry(x: torch.Tensor, c: int, kernel: tuple[int, int], strides: tuple[int, int],
+                    dilations: tuple[int, int], pads: tuple[int, ...], cp: int) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """The im2col kernels' geometry vector for input ``x`` (any strides) and the patch buffer's
+    shape [N, cp, HO, WO] (cp: bytes or floats per patch row, >= C * KH * KW)."""
+    n, xc, h, w = x.shape
+    if xc != c:
+        raise ValueError(f"expected {c} input channels, got {xc}")
+    ho, wo = out_hw(h, w, kernel, strides, dilations, (pads[0], pads[1], pads[2], pads[3]))
+    if ho < 1 or wo < 1:
+        raise ValueError(f"a {kernel[0]}x{kernel[1]} convolution of a {h}x{w} input has no output")
+    ig = torch.tensor([n, c, h, w, *kernel, *strides, *dilations, pads[0], pads[1], ho, wo, cp, *x.stride()],
+                      dtype=torch.int32)
+    return ig, (n, cp, ho, wo)
+
+
+class Im2ColConv:
+    """A convolution over few input channels (a 3-channel stem) as a 1x1 direct convolution over
+    patch rows: each thread gathers the C*KH*KW inputs of a few tiles' pixels (padding as 0) into
+    rows while they stay in cache, then runs the 1x1 kernel on them (directconv.c). The direct
+    kernel on the raw input would run 3 channels per tap (ResNet-50's stem: 5.7 ms vs oneDNN's
+    3.0). Takes the arguments of ``DirectConv``."""
+
+    def __init__(self, w: np.ndarray, bias: np.ndarray | None, strides: list[int], pads: list[int],
+                 dilations: list[int], act: str, act_params: list[float], inplace: bool = False) -> None:
+        k, self.c, self.kh, self.kw = (int(d) for d in w.shape)
+        self.taps = self.c * self.kh * self.kw
+        self.inner = DirectConv(np.ascontiguousarray(w.reshape(k, self.taps, 1, 1)), bias, [1, 1], [0, 0, 0, 0],
+                                [1, 1], act, act_params, inplace=inplace)
+        self.lib = self.inner.lib
+        self.cp = (self.taps + 7) // 8 * 8  # rows 32-byte aligned
+        self.strides = (int(strides[0]), int(strides[1]))
+        self.dilations = (int(dilations[0]), int(dilations[1]))
+        self.pads = tuple(int(p) for p in pads)
+        self._layouts: dict[tuple[Any, ...], tuple[torch.Tensor, tuple[int, ...]]] = {}
+
+    def plan(self, x: torch.Tensor, z: torch.Tensor | None = None) -> NativeCall | None:
+        if x.dim() != 4 or x.dtype != torch.float32 or max(x.stride()) >= 2**31:
+            return None
+        key = (tuple(x.shape), x.stride())
+        got = self._layouts.get(key)
+        if got is None:
+            got = im2col_geometry(x, self.c, (self.kh, self.kw), self.strides, self.dilations, self.pads, self.cp)
+            if len(self._layouts) < 16:
+                self._layouts[key] = got
+        ig, shape = got
+        col = torch.empty(shape, memory_format=CL)
+        call = self.inner.plan(col[:, :self.taps], z)  # the 1x1 kernel reads taps floats of each row
+        if call is None:
+            return None
+        return NativeCall(call.out, self.lib.tk_conv_im2col_nhwc, [x, ig.data_ptr(), col, *call.args[1:]], (col,))
+
+    def __call__(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        call = self.plan(x.float(), z) or self.plan(x.float().contiguous(), None if z is None else
+                                                    z.float().contiguous(memory_format=CL))
+        if call is None:
+            raise InternalError("the im2col convolution cannot run on contiguous float32 copies")
         return native_chain.run(call)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tensorkiln.backends.cpu import native
 from tensorkiln.backends.cpu.native import chain as native_chain
 from tensorkiln.backends.cpu.native.chain import NativeCall
-from tensorkiln.backends.cpu.native.directconv import ConvGeometry, _has_avx2, _pixel_stride, out_hw
+from tensorkiln.backends.cpu.native.directconv import ConvGeometry, _has_avx2, _pixel_stride, im2col_geometry
 from tensorkiln.errors import InternalError
 
 _p, _i = ctypes.c_void_p, ctypes.c_int
@@ -217,16 +217,8 @@ class QIm2ColConv:
         if got is None:
             if x.dim() != 4 or x.dtype != torch.uint8:
                 raise ValueError(f"expected a 4-D uint8 input, got {x.dtype} {tuple(x.shape)}")
-            n, c, h, w = x.shape
-            if c != self.c:
-                raise ValueError(f"expected {self.c} input channels, got {c}")
-            ho, wo = out_hw(h, w, (self.kh, self.kw), self.strides, self.dilations, self.pads)  # type: ignore[arg-type]
-            if ho < 1 or wo < 1:
-                raise ValueError(f"a {self.kh}x{self.kw} convolution of a {h}x{w} input has no output")
-            cp = self.inner.c4
-            ig = torch.tensor([n, c, h, w, self.kh, self.kw, *self.strides, *self.dilations, self.pads[0],
-                               self.pads[1], ho, wo, cp, *x.stride()], dtype=torch.int32)
-            shape = (n, cp, ho, wo)
+            ig, shape = im2col_geometry(x, self.c, (self.kh, self.kw), self.strides, self.dilations, self.pads,
+                                        self.inner.c4)
             lay = self.inner._layout(torch.empty(shape, dtype=torch.uint8, memory_format=CL), padded=True)
             got = (ig, shape, lay)
             if len(self._layouts) < 16:

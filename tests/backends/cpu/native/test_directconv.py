@@ -138,3 +138,27 @@ def test_size_one_spatial_dims_with_any_strides(shape: tuple[int, ...]) -> None:
         assert cs in (0, 24)
         want = _ref(x, wt, bias, 1, (0, 0, 0, 0), 1, None, "Relu", [])
         assert torch.allclose(conv(x).double(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("n", "c", "h", "w", "k", "r", "s", "pads", "d"), [
+    (3, 3, 30, 30, 64, 7, 2, (3, 3, 3, 3), 1),  # a stem: many tiles, patch rows gathered per thread chunk
+    (1, 3, 17, 19, 20, 3, 1, (1, 1, 1, 1), 1),  # 3x3: rows copied 8 floats at a time (5 spill ahead)
+    (1, 5, 9, 8, 16, 3, 2, (0, 1, 2, 1), 2),  # dilation, asymmetric pads; few tiles: all rows first
+])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_im2col_matches_float64_convolution(n: int, c: int, h: int, w: int, k: int, r: int, s: int,
+                                            pads: tuple[int, ...], d: int, layout: str) -> None:
+    rng = np.random.default_rng(c * k + h)
+    wt = (rng.standard_normal((k, c, r, r)) / np.sqrt(c * r * r)).astype(np.float32)
+    bias = rng.standard_normal(k).astype(np.float32)
+    x = torch.from_numpy(rng.standard_normal((n, c, h, w)).astype(np.float32))
+    x = x.contiguous(memory_format=CL) if layout == "nhwc" else x
+    conv = directconv.Im2ColConv(wt, bias, [s, s], list(pads), [d, d], "Relu", [])
+    want = _ref(x, wt, bias, s, pads, d, None, "Relu", [])
+    for _ in range(2):  # the cached layout
+        y = conv(x)
+        assert y.shape == want.shape and y.is_contiguous(memory_format=CL)
+        assert torch.allclose(y.double(), want, rtol=1e-5, atol=1e-5)
+    z = torch.from_numpy(rng.standard_normal(tuple(want.shape)).astype(np.float32)).contiguous(memory_format=CL)
+    y = conv(x, z.clone(memory_format=CL))
+    assert torch.allclose(y.double(), _ref(x, wt, bias, s, pads, d, z, "Relu", []), rtol=1e-5, atol=1e-5)
