@@ -278,8 +278,10 @@ def test_few_channel_convolutions_default_to_im2col() -> None:
 
     if not directconv.available():
         pytest.skip("native kernels unavailable here")
+    from tensorkiln.autotune.tuner import _default_tactic
+
     e = tensorkiln.build(conv_model(), opt_level=0)
-    conv = next(s for s in e.steps() if s["op"] == "tensorkiln::FusedConv")
-    assert conv["tactic"] == "im2col-nhwc"
+    step = next(s for s in e._program.steps if s.node.op_type == "FusedConv")
+    assert _default_tactic(step.node) == "im2col-nhwc" and callable(getattr(step.kernel, "plan", None))
     np.testing.assert_allclose(e.run({"x": X})["y"], tensorkiln.build(conv_model(), optimize=False).run({"x": X})["y"],
                                rtol=1e-4, atol=1e-4)
