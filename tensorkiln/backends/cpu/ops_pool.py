@@ -238,8 +238,11 @@ def _spatial_dims(x: torch.Tensor) -> tuple[int, ...]:
 
 def _global_avg(node: Node, ctx: object) -> Kernel:
     def gap(x: torch.Tensor) -> torch.Tensor:
-        return x.mean(_spatial_dims(x), keepdim=True)
+        call = native_pool.global_avg_pool_plan(x) if native_pool.available() else None
+        return native_chain.run(call) if call is not None else x.mean(_spatial_dims(x), keepdim=True)
 
+    if native_pool.available():  # channels-last float32 (a CNN's head): pool.c, chainable
+        gap.plan = native_pool.global_avg_pool_plan  # type: ignore[attr-defined]
     return gap
 
 

@@ -117,6 +117,31 @@ void tk_maxpool2d_nhwc_u8(const uint8_t *x, int N, int H, int W, int C, int kh, 
     pool_nhwc((const char *)x, 1, max_taps_u8, N, H, W, C, kh, kw, sh, sw, pt, pl, dh, dw, Ho, Wo, (char *)y);
 }
 
+/* global average pool of float32 NHWC: y[n][c] = mean over the HW pixels of x[n][p][c]; float
+ * sums over runs of 64 pixels, added in double */
+void tk_gap_nhwc_f32(const float *x, float *y, int N, int HW, int C) {
+    #pragma omp parallel for schedule(static) if ((long)N * HW * C > 65536)
+    for (int n = 0; n < N; n++) {
+        for (int c0 = 0; c0 < C; c0 += 64) {
+            const int nc = C - c0 < 64 ? C - c0 : 64;
+            double tot[64] = {0};
+            for (int p0 = 0; p0 < HW; p0 += 64) {
+                const int p1 = p0 + 64 < HW ? p0 + 64 : HW;
+                float acc[64] = {0};
+                for (int p = p0; p < p1; p++) {
+                    const float *row = x + ((long)n * HW + p) * C + c0;
+                    int c = 0;
+                    for (; c + 8 <= nc; c += 8)
+                        _mm256_storeu_ps(acc + c, _mm256_add_ps(_mm256_loadu_ps(acc + c), _mm256_loadu_ps(row + c)));
+                    for (; c < nc; c++) acc[c] += row[c];
+                }
+                for (int c = 0; c < nc; c++) tot[c] += acc[c];
+            }
+            for (int c = 0; c < nc; c++) y[(long)n * C + c0 + c] = (float)(tot[c] / HW);
+        }
+    }
+}
+
 /* the chain executor's entry (chain.c): the arguments as one int64 array, floats as their bits */
 void tk_maxpool2d_nhwc_packed(const int64_t *a) {
     tk_maxpool2d_nhwc((const float *)a[0], (int)a[1], (int)a[2], (int)a[3], (int)a[4], (int)a[5], (int)a[6], (int)a[7],
@@ -127,4 +152,8 @@ void tk_maxpool2d_nhwc_u8_packed(const int64_t *a) {
     tk_maxpool2d_nhwc_u8((const uint8_t *)a[0], (int)a[1], (int)a[2], (int)a[3], (int)a[4], (int)a[5], (int)a[6],
                          (int)a[7], (int)a[8], (int)a[9], (int)a[10], (int)a[11], (int)a[12], (int)a[13], (int)a[14],
                          (uint8_t *)a[15]);
+}
+
+void tk_gap_nhwc_f32_packed(const int64_t *a) {
+    tk_gap_nhwc_f32((const float *)a[0], (float *)a[1], (int)a[2], (int)a[3], (int)a[4]);
 }

@@ -16,7 +16,8 @@ _i, _p = ctypes.c_int, ctypes.c_void_p
 
 
 _SIGNATURES: native.Signatures = {"tk_maxpool2d_nhwc": [_p] + [_i] * 14 + [_p],
-                                  "tk_maxpool2d_nhwc_u8": [_p] + [_i] * 14 + [_p]}
+                                  "tk_maxpool2d_nhwc_u8": [_p] + [_i] * 14 + [_p],
+                                  "tk_gap_nhwc_f32": [_p, _p, _i, _i, _i]}
 
 
 def library() -> Any:
@@ -44,3 +45,15 @@ def maxpool2d_plan(x: torch.Tensor, kernel: Sequence[int], strides: Sequence[int
     fn = lib.tk_maxpool2d_nhwc_u8 if x.dtype == torch.uint8 else lib.tk_maxpool2d_nhwc
     return NativeCall(y, fn, [x, n, h, w, c, kernel[0], kernel[1], strides[0], strides[1], pads_begin[0], pads_begin[1],
                               dilations[0], dilations[1], ho, wo, y])
+
+
+def global_avg_pool_plan(x: torch.Tensor) -> NativeCall | None:
+    """[N, C, H, W] float32 channels-last → [N, C, 1, 1] (the mean over H x W), or None where ``x``
+    is not a dense channels-last float32 tensor with more than one pixel."""
+    lib = library()
+    if lib is None or x.dtype != torch.float32 or x.dim() != 4 or x.shape[2] * x.shape[3] < 2 or \
+            not x.is_contiguous(memory_format=torch.channels_last) or x.numel() >= 2**31:
+        return None
+    n, c, h, w = x.shape
+    y = torch.empty((n, c, 1, 1))
+    return NativeCall(y, lib.tk_gap_nhwc_f32, [x, y, n, h * w, c])

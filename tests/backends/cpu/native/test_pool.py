@@ -35,3 +35,14 @@ def test_window_entirely_in_padding_is_minus_infinity() -> None:
     y = pool.maxpool2d_nhwc(x, [2, 2], [3, 3], [3, 3], [1, 1], [2, 2])
     assert torch.isneginf(y[0, :, 0, 0]).all()
     assert torch.equal(y[0, :, 1, 1], x[0, :, 0:2, 0:2].amax((1, 2)))
+
+
+@pytest.mark.parametrize("shape", [(1, 2048, 7, 7), (2, 70, 13, 11), (1, 5, 112, 112)])
+def test_global_average_pool_of_channels_last_floats(shape: tuple[int, ...]) -> None:
+    from tensorkiln.backends.cpu.native import chain
+
+    x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+    y = chain.run(pool.global_avg_pool_plan(x))
+    assert y.shape == (shape[0], shape[1], 1, 1)
+    torch.testing.assert_close(y.double(), x.double().mean((2, 3), keepdim=True), rtol=1e-6, atol=1e-6)
+    assert pool.global_avg_pool_plan(torch.randn(shape)) is None or shape[2] * shape[3] == 1  # NCHW: ATen
