@@ -18,9 +18,11 @@ runs step by step, as without chains. ``TENSORKILN_CHAIN=0`` turns chains off.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -137,17 +139,11 @@ class Chain:
     @staticmethod
     def _stepwise(env: list[torch.Tensor | None], steps: list[Step], prof: list[float] | None = None) -> None:
         for st in steps:
-            try:
+            with _named(st):
                 t0 = time.perf_counter()
                 env[st.outs[0]] = st.kernel(*[env[i] for i in st.ins])
                 if prof is not None:
                     prof.append(time.perf_counter() - t0)
-            except TensorkilnError:
-                raise
-            except Exception as e:
-                from tensorkiln.backends.cpu.program import kernel_error
-
-                raise kernel_error(st, e) from e
             for f in st.frees:
                 env[f] = None
 
@@ -205,7 +201,7 @@ class Chain:
                 call = None
             if call is None and ok:
                 split = j
-            try:
+            with _named(st):
                 t0 = time.perf_counter()
                 if call is None:
                     ok = False
@@ -215,12 +211,6 @@ class Chain:
                     calls.append(call)
                 if prof is not None:
                     prof.append(time.perf_counter() - t0)
-            except TensorkilnError:
-                raise
-            except Exception as e:
-                from tensorkiln.backends.cpu.program import kernel_error
-
-                raise kernel_error(st, e) from e
             local[st.outs[0]] = r
             if isinstance(r, torch.Tensor):
                 alive.append(r)
@@ -319,6 +309,19 @@ class Chain:
 
 
 _MISSING: Any = object()
+
+
+@contextlib.contextmanager
+def _named(step: Step) -> Iterator[None]:
+    """A kernel's failure as a KernelError naming the step's ONNX nodes."""
+    try:
+        yield
+    except TensorkilnError:
+        raise
+    except Exception as e:
+        from tensorkiln.backends.cpu.program import kernel_error
+
+        raise kernel_error(step, e) from e
 _Split = tuple["Chain | None", "Step", "Chain | None"]
 
 

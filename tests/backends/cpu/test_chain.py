@@ -53,6 +53,16 @@ def _feed(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     return {"x": np.random.default_rng(seed).standard_normal((n, 16, 10, 10)).astype(np.float32)}
 
 
+def _direct_engine() -> tensorkiln.Engine:
+    """_model() with every convolution on direct-nhwc."""
+    e = tensorkiln.build(_model(), opt_level=0)
+    for nd in e.graph.nodes:
+        if nd.op_type == "FusedConv":
+            nd.attrs["tactic"] = "direct-nhwc"
+    e._lower()
+    return e
+
+
 def _chains(e: tensorkiln.Engine) -> list[Chain]:
     return [r for r in e._program.runs() if isinstance(r, Chain)]
 
@@ -93,11 +103,7 @@ def _plans(c: Chain) -> list[_Plan]:
 
 
 def test_fp32_direct_convs_and_pool_run_as_one_chain() -> None:
-    e = tensorkiln.build(_model(), opt_level=0)
-    for nd in e.graph.nodes:
-        if nd.op_type == "FusedConv":
-            nd.attrs["tactic"] = "direct-nhwc"
-    e._lower()
+    e = _direct_engine()
     chains = _chains(e)
     assert len(chains) == 1 and [s.node.op_type for s in chains[0].steps] == \
         ["FusedConv"] * 3 + ["MaxPool", "FusedConv"]
@@ -182,11 +188,7 @@ def test_first_fit_shares_memory_only_between_disjoint_lifetimes() -> None:
 def test_threads_share_plans_and_get_identical_results() -> None:
     import threading
 
-    e = tensorkiln.build(_model(), opt_level=0)
-    for nd in e.graph.nodes:
-        if nd.op_type == "FusedConv":
-            nd.attrs["tactic"] = "direct-nhwc"
-    e._lower()
+    e = _direct_engine()
     feeds = [_feed(1 + i % 2, seed=i) for i in range(4)]
     want = [_stepwise(e, f) for f in feeds]
     bad: list[str] = []
@@ -207,11 +209,7 @@ def test_threads_share_plans_and_get_identical_results() -> None:
 
 
 def test_profile_times_every_step_inside_chains() -> None:
-    e = tensorkiln.build(_model(), opt_level=0)
-    for nd in e.graph.nodes:
-        if nd.op_type == "FusedConv":
-            nd.attrs["tactic"] = "direct-nhwc"
-    e._lower()
+    e = _direct_engine()
     prof = e.profile(_feed(1), runs=3)
     assert [p["name"] for p in prof] == [s.node.name for s in e._program.steps]
     assert all(p["ms"] > 0 for p in prof)
