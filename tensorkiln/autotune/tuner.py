@@ -129,14 +129,14 @@ def tune_graph(program: Program, inputs: Sequence[torch.Tensor], registry: dict[
         if not rec.pinned:
             _decide(rec, keys[rec.step], cache)
     if any(not r.pinned and r.chosen != r.incumbent for r in records):
-        _whole_network_check(program, inputs, registry, records, cache, rounds)
+        _whole_network_check(program, inputs, registry, records, cache, rounds, budget_s)
     for rec in records:
         program.steps[rec.step].node.attrs["tactic"] = rec.chosen
     return records
 
 
 def _whole_network_check(program: Program, inputs: Sequence[torch.Tensor], registry: dict[tuple[str, str], Any],
-                         records: list[TuneRecord], cache: TimingCache, rounds: int) -> None:
+                         records: list[TuneRecord], cache: TimingCache, rounds: int, budget_s: float) -> None:
     """Check the per-layer choices end to end, as the engine runs (with chains): the network with
     every per-layer choice, with the heuristic tactics, and with only the choices of chained
     tactics (the rest heuristic) are timed side by side, and the fastest is kept (the heuristic on
@@ -162,7 +162,7 @@ def _whole_network_check(program: Program, inputs: Sequence[torch.Tensor], regis
     ms = {name: cache.get(f"{key}|{name}") for name in configs}
     if any(v is None for v in ms.values()):
         progs = [_with_tactics(program, registry, c) for c in configs.values()]
-        for name, ts in zip(configs, _time_programs(progs, inputs, max(5, rounds))):
+        for name, ts in zip(configs, _time_programs(progs, inputs, max(5, rounds), budget_s / 2)):
             ms[name] = float(np.median(ts))
             cache.put(f"{key}|{name}", ms[name])
     best = min(configs, key=lambda n: (ms[n], n != "heuristic"))
@@ -195,11 +195,16 @@ def _with_tactics(program: Program, registry: dict[tuple[str, str], Any], tactic
     return dataclasses.replace(program, steps=steps, _runs=None)
 
 
-def _time_programs(progs: list[Program], inputs: Sequence[torch.Tensor], rounds: int) -> list[list[float]]:
-    """End-to-end times (ms) of each program, interleaved rounds with rotating order."""
+def _time_programs(progs: list[Program], inputs: Sequence[torch.Tensor], rounds: int,
+                   budget_s: float = float("inf")) -> list[list[float]]:
+    """End-to-end times (ms) of each program, interleaved rounds with rotating order; fewer rounds
+    (never under 3) where ``rounds`` would not fit ``budget_s``."""
+    t0 = time.perf_counter()
     for p in progs:
         for _ in range(3):  # chains plan on their first runs
             p(inputs)
+    per_run = (time.perf_counter() - t0) / (3 * max(1, len(progs)))
+    rounds = max(3, min(rounds, int(budget_s / max(2 * per_run * len(progs), 1e-9))))
     out: list[list[float]] = [[] for _ in progs]
     for r in range(rounds):
         for j in (list(range(len(progs))) if r % 2 == 0 else list(reversed(range(len(progs))))):

@@ -256,7 +256,7 @@ def test_per_layer_choices_must_win_end_to_end(tmp_path: Path, monkeypatch: pyte
 
     timed: list[int] = []
 
-    def fake_time(progs, inputs, rounds):  # type: ignore[no-untyped-def]
+    def fake_time(progs, inputs, rounds, budget_s=0.0):  # type: ignore[no-untyped-def]
         timed.append(len(progs))  # heuristic, per-layer choices (aten-nhwc is not a chained tactic)
         return [[10.0] * rounds, [mixed_ms] * rounds]
 

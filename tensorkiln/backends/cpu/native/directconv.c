@@ -64,26 +64,19 @@ static inline __attribute__((always_inline)) __m256 act8(__m256 v, int act, __m2
     return v;
 }
 
-/* M (<= 6) pixels q0 .. q0+M-1 x output block kb, input channels c0 .. c1-1. The accumulators
- * are named variables (an array would be spilled to the stack every step); the unused ones
- * vanish since M is a constant here. */
+/* M (<= 6) pixels q0 .. q0+M-1 x output block kb, input channels c0 .. c1-1; tp[tap * MR + p]:
+ * pixel p's input at each tap (the zero vector in the padding), found once per tile. The
+ * accumulators are named variables (an array would be spilled to the stack every step); the
+ * unused ones vanish since M is a constant here. */
 static inline __attribute__((always_inline)) void
-tile(const conv_t *cv, long q0, const int M, int kb, int c0, int c1, int first, int last, long pf) {
+block(const conv_t *cv, const float *const *tp, long q0, const int M, int kb, int c0, int c1, int first, int last,
+      long pf) {
     const int *g = cv->g;
-    const int H = g[G_H], W = g[G_W], C = g[G_C], KH = g[G_KH], KW = g[G_KW], K = g[G_K], CS = g[G_CS];
-    const int DH = g[G_DH], DW = g[G_DW];
+    const int C = g[G_C], taps = g[G_KH] * g[G_KW], K = g[G_K];
     const int k0 = kb * OB, nk = K - k0 < OB ? K - k0 : OB;
     float *y = cv->y + q0 * K + k0;
     const float *z = cv->z ? cv->z + q0 * K + k0 : 0;
-    const float *wk = cv->wp + (long)kb * KH * KW * C * OB;
-    const float *base[MR];
-    int ih0[MR], iw0[MR];
-    for (int p = 0; p < M; p++) {
-        const int *q = cv->pix + 3 * (q0 + p);
-        base[p] = cv->x + (long)q[0] * H * W * CS;
-        ih0[p] = q[1];
-        iw0[p] = q[2];
-    }
+    const float *wk = cv->wp + (long)kb * taps * C * OB;
     __m256 a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51;
     if (first) { /* bias, plus the residual */
         __m256 b0 = _mm256_loadu_ps(cv->bias + k0), b1 = _mm256_loadu_ps(cv->bias + k0 + 8);
@@ -103,35 +96,25 @@ tile(const conv_t *cv, long q0, const int M, int kb, int c0, int c1, int first, 
         LOAD(0) LOAD(1) LOAD(2) LOAD(3) LOAD(4) LOAD(5)
 #undef LOAD
     }
-    for (int kh = 0; kh < KH; kh++) {
-        for (int kw = 0; kw < KW; kw++) {
-            const float *p0 = cv->zero, *p1 = cv->zero, *p2 = cv->zero, *p3 = cv->zero;
-            const float *p4 = cv->zero, *p5 = cv->zero;
-#define PTR(P)                                                                                \
-            if (M > P) {                                                                      \
-                int ih = ih0[P] + kh * DH, iw = iw0[P] + kw * DW;                             \
-                if (ih >= 0 && ih < H && iw >= 0 && iw < W)                                   \
-                    p##P = base[P] + ((long)ih * W + iw) * CS;                                \
-            }
-            PTR(0) PTR(1) PTR(2) PTR(3) PTR(4) PTR(5)
-#undef PTR
-            const float *wc = wk + ((long)(kh * KW + kw) * C + c0) * OB;
-            /* pf: the weights pf floats ahead (the block the next tiles will need) are pulled
-             * into L2 a line per step while these are used, so the next block does not start
-             * with a wait on memory */
-            _Pragma("GCC unroll 4") /* measured 7 % faster than no unrolling; 2 and 8: same as 4 */
-            for (int c = c0; c < c1; c++, wc += OB) {
-                __m256 w0 = _mm256_load_ps(wc), w1 = _mm256_load_ps(wc + 8), b;
-                if (pf) _mm_prefetch((const char *)(wc + pf), _MM_HINT_T1);
+    for (int tap = 0; tap < taps; tap++) {
+        const float *const *pt = tp + tap * MR;
+        const float *p0 = pt[0], *p1 = pt[1], *p2 = pt[2], *p3 = pt[3], *p4 = pt[4], *p5 = pt[5];
+        const float *wc = wk + ((long)tap * C + c0) * OB;
+        /* pf: the weights pf floats ahead (the block the next tiles will need) are pulled
+         * into L2 a line per step while these are used, so the next block does not start
+         * with a wait on memory */
+        _Pragma("GCC unroll 4") /* measured 7 % faster than no unrolling; 2 and 8: same as 4 */
+        for (int c = c0; c < c1; c++, wc += OB) {
+            __m256 w0 = _mm256_load_ps(wc), w1 = _mm256_load_ps(wc + 8), b;
+            if (pf) _mm_prefetch((const char *)(wc + pf), _MM_HINT_T1);
 #define FMA(P)                                                                                \
-                if (M > P) {                                                                  \
-                    b = _mm256_broadcast_ss(p##P + c);                                        \
-                    a##P##0 = _mm256_fmadd_ps(b, w0, a##P##0);                                \
-                    a##P##1 = _mm256_fmadd_ps(b, w1, a##P##1);                                \
-                }
-                FMA(0) FMA(1) FMA(2) FMA(3) FMA(4) FMA(5)
-#undef FMA
+            if (M > P) {                                                                      \
+                b = _mm256_broadcast_ss(p##P + c);                                            \
+                a##P##0 = _mm256_fmadd_ps(b, w0, a##P##0);                                    \
+                a##P##1 = _mm256_fmadd_ps(b, w1, a##P##1);                                    \
             }
+            FMA(0) FMA(1) FMA(2) FMA(3) FMA(4) FMA(5)
+#undef FMA
         }
     }
     __m256 lo = _mm256_set1_ps(cv->lo), hi = _mm256_set1_ps(cv->hi);
@@ -145,15 +128,42 @@ tile(const conv_t *cv, long q0, const int M, int kb, int c0, int c1, int first, 
 #undef OUT
 }
 
-static void run_tile(const conv_t *cv, long t, int kb, int c0, int c1, int first, int last, long pf) {
+/* output blocks kb0 .. kb1-1 of one tile of M pixels: the taps' input pointers are found once for
+ * all blocks. pf: the prefetch distance (floats) for blocks whose kb + kg < KB, or 0 */
+static inline __attribute__((always_inline)) void tile(const conv_t *cv, long q0, const int M, int kb0, int kb1,
+                                                       int c0, int c1, int first, int last, long pf, int kg, int KB) {
+    const int *g = cv->g;
+    const int H = g[G_H], W = g[G_W], KH = g[G_KH], KW = g[G_KW], CS = g[G_CS], DH = g[G_DH], DW = g[G_DW];
+    const float *tp[KH * KW * MR];
+    for (int p = 0; p < MR; p++) {
+        const int *q = cv->pix + 3 * (q0 + (p < M ? p : 0));
+        const float *base = cv->x + (long)q[0] * H * W * CS;
+        for (int kh = 0, tap = 0; kh < KH; kh++) {
+            for (int kw = 0; kw < KW; kw++, tap++) {
+                const int ih = q[1] + kh * DH, iw = q[2] + kw * DW;
+                tp[tap * MR + p] = p < M && ih >= 0 && ih < H && iw >= 0 && iw < W ? base + ((long)ih * W + iw) * CS
+                                                                                  : cv->zero;
+            }
+        }
+    }
+    for (int kb = kb0; kb < kb1; kb++) {
+        if (pf && kb + kg < KB)
+            block(cv, tp, q0, M, kb, c0, c1, first, last, pf);
+        else
+            block(cv, tp, q0, M, kb, c0, c1, first, last, 0);
+    }
+}
+
+static void run_tile(const conv_t *cv, long t, int kb0, int kb1, int c0, int c1, int first, int last, long pf,
+                     int kg, int KB) {
     long q0 = t * cv->base + (t < cv->extra ? t : cv->extra);
     switch ((int)(cv->base + (t < cv->extra))) {
-    case 6: pf ? tile(cv, q0, 6, kb, c0, c1, first, last, pf) : tile(cv, q0, 6, kb, c0, c1, first, last, 0); break;
-    case 5: pf ? tile(cv, q0, 5, kb, c0, c1, first, last, pf) : tile(cv, q0, 5, kb, c0, c1, first, last, 0); break;
-    case 4: pf ? tile(cv, q0, 4, kb, c0, c1, first, last, pf) : tile(cv, q0, 4, kb, c0, c1, first, last, 0); break;
-    case 3: pf ? tile(cv, q0, 3, kb, c0, c1, first, last, pf) : tile(cv, q0, 3, kb, c0, c1, first, last, 0); break;
-    case 2: pf ? tile(cv, q0, 2, kb, c0, c1, first, last, pf) : tile(cv, q0, 2, kb, c0, c1, first, last, 0); break;
-    default: pf ? tile(cv, q0, 1, kb, c0, c1, first, last, pf) : tile(cv, q0, 1, kb, c0, c1, first, last, 0); break;
+    case 6: tile(cv, q0, 6, kb0, kb1, c0, c1, first, last, pf, kg, KB); break;
+    case 5: tile(cv, q0, 5, kb0, kb1, c0, c1, first, last, pf, kg, KB); break;
+    case 4: tile(cv, q0, 4, kb0, kb1, c0, c1, first, last, pf, kg, KB); break;
+    case 3: tile(cv, q0, 3, kb0, kb1, c0, c1, first, last, pf, kg, KB); break;
+    case 2: tile(cv, q0, 2, kb0, kb1, c0, c1, first, last, pf, kg, KB); break;
+    default: tile(cv, q0, 1, kb0, kb1, c0, c1, first, last, pf, kg, KB); break;
     }
 }
 
@@ -174,15 +184,14 @@ static void run_range(const conv_t *cv, int kb0, int kb1, long t0, long t1, int 
         for (int ga = kb0; ga < kb1; ga += kg) {
             int gb = ga + kg < kb1 ? ga + kg : kb1;
             for (long t = t0; t < t1; t++)
-                for (int kb = ga; kb < gb; kb++)
-                    run_tile(cv, t, kb, 0, C, 1, 1, prefetch && t == t0 && kb + kg < KB ? kg * blk : 0);
+                run_tile(cv, t, ga, gb, 0, C, 1, 1, prefetch && t == t0 ? kg * blk : 0, kg, KB);
         }
         return;
     }
     for (int kb = kb0; kb < kb1; kb++)
         for (int c0 = 0; c0 < C; c0 += cb) {
             int c1 = c0 + cb < C ? c0 + cb : C;
-            for (long t = t0; t < t1; t++) run_tile(cv, t, kb, c0, c1, c0 == 0, c1 == C, 0);
+            for (long t = t0; t < t1; t++) run_tile(cv, t, kb, kb + 1, c0, c1, c0 == 0, c1 == C, 0, kg, KB);
         }
 }
 
