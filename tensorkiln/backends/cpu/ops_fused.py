@@ -317,9 +317,10 @@ def _direct_kernel(node: Node, w_np: Any, b_np: Any, act: Act | None, generic: C
 
 # tactic id → version; a version bump invalidates timing-cache entries of that tactic
 # (aten-nchw v2: timed with the reorder to NHWC that its consumers in the channels-last region pay)
-# (direct-nhwc v5, native-gemv v2: timed as their native call alone, as they run inside chains)
+# (direct-nhwc v5, native-gemv v2: timed as their native call alone, as they run inside chains;
+#  direct-nhwc v6, im2col-nhwc v2: tap pointers once per tile)
 CONV_TACTICS = {"onednn-nhwc": 1, "aten-nhwc": 1, "aten-nchw": 2, "winograd-f43": 1, "winograd-f25": 1,
-                "gemm-1x1": 1, "direct-nhwc": 5, "im2col-nhwc": 1}
+                "gemm-1x1": 1, "direct-nhwc": 6, "im2col-nhwc": 2}
 GEMM_TACTICS = {"aten-linear": 1, "onednn-linear": 1, "native-gemv": 2}
 CHAINED_TACTICS = frozenset({"direct-nhwc", "im2col-nhwc", "native-gemv"})  # their steps run inside chains
 IM2COL_MAX = 1024  # input channels x taps up to which a convolution over < 16 channels offers im2col-nhwc
