@@ -12,8 +12,9 @@ signature allocates those outputs and one arena and makes one call (``chain.c``)
 no allocator between the kernels (≈ 30–40 µs per step otherwise, most of it cache misses of the
 interpreter after a kernel has swept the caches).
 
-Where a kernel cannot plan (its input needs a copy first, an unusual dtype, …) that signature
-runs step by step, as without chains. ``TENSORKILN_CHAIN=0`` turns chains off.
+Where a kernel cannot plan (its input needs a copy first, an unusual dtype, …) that step runs
+from Python for that signature, between the chains of the steps before and after it (each planned
+on its own). ``TENSORKILN_CHAIN=0`` turns chains off.
 """
 
 from __future__ import annotations
