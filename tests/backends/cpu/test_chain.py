@@ -233,3 +233,30 @@ def test_a_view_step_inside_a_chain(tmp_path: Path) -> None:
         np.testing.assert_array_equal(got, _stepwise(e, {"x": x})["logits"])
     views = [p for c in chains for p in _plans(c) if -1 in p.calls]
     assert views and all(p.n == len(p.calls) - 1 for p in views)  # one step without a call
+
+
+def test_an_output_that_is_a_view_of_a_chain_buffer() -> None:
+    """conv → conv → Flatten as the chain's last step (1x1 maps, as before a classifier: a
+    channels-last [N, C, 1, 1] flattens as a view): the output is a view of the second conv's
+    buffer, which therefore escapes (fresh per run), and the view is rebuilt on it."""
+    from tensorkiln.backends.cpu.ops_tensor import _flatten
+
+    c1, c2 = _conv(16, 8, 0), _conv(8, 16, 1)
+    flat = _flatten(Node("Flatten", [], [], {"axis": 1}, name="flat"), None)
+    steps = [Step(c1, (1,), (2,), (1,), Node("FusedConv", [], [], name="a")),
+             Step(c2, (2,), (3,), (2,), Node("FusedConv", [], [], name="b")),
+             Step(flat, (3,), (4,), (3,), Node("Flatten", [], [], name="flat"))]
+    ch = Chain(steps, frozenset())
+    x = torch.randn(2, 8, 1, 1).contiguous(memory_format=CL)
+    want = flat(c2(c1(x)))
+    outs = []
+    for _ in range(3):
+        env: list[torch.Tensor | None] = [None, x, None, None, None]
+        ch.run(env)
+        assert env[1] is None and env[2] is None and env[3] is None
+        torch.testing.assert_close(env[4], want, rtol=0, atol=0)
+        outs.append(env[4])
+    [plan] = _plans(ch)
+    assert plan.calls == [0, 1, -1] and len(plan.escapes) == 1 and plan.outs[0][3] is not None
+    assert outs[1].data_ptr() != outs[2].data_ptr()  # a fresh output per run: earlier results stay valid
+    torch.testing.assert_close(outs[1], want, rtol=0, atol=0)
