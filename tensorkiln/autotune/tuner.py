@@ -129,14 +129,15 @@ def tune_graph(program: Program, inputs: Sequence[torch.Tensor], registry: dict[
         if not rec.pinned:
             _decide(rec, keys[rec.step], cache)
     if any(not r.pinned and r.chosen != r.incumbent for r in records):
-        _whole_network_check(program, inputs, registry, records, cache, rounds, budget_s)
+        _whole_network_check(program, inputs, registry, records, keys, cache, rounds, budget_s)
     for rec in records:
         program.steps[rec.step].node.attrs["tactic"] = rec.chosen
     return records
 
 
 def _whole_network_check(program: Program, inputs: Sequence[torch.Tensor], registry: dict[tuple[str, str], Any],
-                         records: list[TuneRecord], cache: TimingCache, rounds: int, budget_s: float) -> None:
+                         records: list[TuneRecord], keys: dict[int, dict[str, str]], cache: TimingCache, rounds: int,
+                         budget_s: float) -> None:
     """Check the per-layer choices end to end, as the engine runs (with chains): the network with
     every per-layer choice, with the heuristic tactics, and with only the choices of chained
     tactics (the rest heuristic) are timed side by side, and the fastest is kept (the heuristic on
@@ -150,7 +151,9 @@ def _whole_network_check(program: Program, inputs: Sequence[torch.Tensor], regis
     from tensorkiln.backends.cpu.ops_fused import CHAINED_TACTICS
 
     free = [r for r in records if not r.pinned]
-    digest = hashlib.sha1("\n".join(f"{r.signature}|{r.incumbent}|{r.chosen}" for r in free).encode()).hexdigest()
+    # the layers' cache keys name their tactics' versions: a changed kernel is timed again here too
+    parts = [f"{keys[r.step].get(r.incumbent, r.incumbent)}|{keys[r.step].get(r.chosen, r.chosen)}" for r in free]
+    digest = hashlib.sha1("\n".join(parts).encode()).hexdigest()
     key = f"network|{TIMING_METHOD}|{digest}"
     pick = {"heuristic": lambda r: r.incumbent, "chosen": lambda r: r.chosen,
             "chained": lambda r: r.chosen if r.chosen in CHAINED_TACTICS else r.incumbent}

@@ -270,6 +270,11 @@ def test_per_layer_choices_must_win_end_to_end(tmp_path: Path, monkeypatch: pyte
         assert ("note" in rec) == (not kept) and (kept or "chosen 11.00 ms" in rec["note"])
         assert _tactics(e)[rec["node"]] == rec["chosen"]
     assert timed == [2]  # the warm build took both medians from the cache
+    from tensorkiln.backends.cpu import ops_fused
+
+    monkeypatch.setitem(ops_fused.CONV_TACTICS, "aten-nhwc", ops_fused.CONV_TACTICS["aten-nhwc"] + 1)
+    tensorkiln.build(conv_model(), timing_cache=cache)
+    assert timed == [2, 2]  # a new version of a chosen tactic: the network is timed again
 
 
 def test_few_channel_convolutions_default_to_im2col() -> None:
