@@ -24,7 +24,7 @@ import torch
 
 from tensorkiln.autotune.cache import TimingCache
 from tensorkiln.backends.cpu.base import BuildContext
-from tensorkiln.backends.cpu.ops_fused import default_conv_tactic, tactics_for
+from tensorkiln.backends.cpu.ops_fused import default_conv_tactic, default_gemm_tactic, tactics_for
 from tensorkiln.backends.cpu.program import Program
 from tensorkiln.ir import Node
 
@@ -76,7 +76,7 @@ def _default_tactic(node: Node) -> str:
         from tensorkiln.backends.cpu.ops_int8 import default_qconv_tactic
 
         return default_qconv_tactic(node)
-    return default_conv_tactic(node) if node.op_type == "FusedConv" else "aten-linear"
+    return default_conv_tactic(node) if node.op_type == "FusedConv" else default_gemm_tactic(node)
 
 
 TIMING_METHOD = "in-model-2"  # part of every cache key: entries timed another way are not reused

@@ -277,16 +277,19 @@ def test_per_layer_choices_must_win_end_to_end(tmp_path: Path, monkeypatch: pyte
     assert timed == [2, 2]  # a new version of a chosen tactic: the network is timed again
 
 
-def test_few_channel_convolutions_default_to_im2col() -> None:
-    """A 3-channel 3x3 convolution: the heuristic is im2col-nhwc (the direct kernel over patch rows)."""
+def test_few_channel_convolutions_default_to_kernel_rows() -> None:
+    """A 3-channel 3x3 convolution: the heuristic is rows-nhwc (the direct kernel over kernel rows of a
+    zero-bordered NHWC copy); im2col-nhwc is offered too."""
     from tensorkiln.backends.cpu.native import directconv
 
     if not directconv.available():
         pytest.skip("native kernels unavailable here")
     from tensorkiln.autotune.tuner import _default_tactic
+    from tensorkiln.backends.cpu.ops_fused import tactics_for
 
     e = tensorkiln.build(conv_model(), opt_level=0)
     step = next(s for s in e._program.steps if s.node.op_type == "FusedConv")
-    assert _default_tactic(step.node) == "im2col-nhwc" and callable(getattr(step.kernel, "plan", None))
+    assert _default_tactic(step.node) == "rows-nhwc" and callable(getattr(step.kernel, "plan", None))
+    assert {"rows-nhwc", "im2col-nhwc"} <= set(tactics_for(step.node))
     np.testing.assert_allclose(e.run({"x": X})["y"], tensorkiln.build(conv_model(), optimize=False).run({"x": X})["y"],
                                rtol=1e-4, atol=1e-4)

@@ -300,6 +300,42 @@ void tk_conv_im2col_nhwc(const float *x, const int *ig, float *col, const float 
     }
 }
 
+/* padded-rows geometry: the input (element strides R_S*, any layout) and its zero-bordered NHWC copy */
+enum { R_N, R_C, R_H, R_W, R_PT, R_PL, R_HP, R_WP, R_SN, R_SC, R_SH, R_SW, R_NG };
+
+/* xp[n][ih + PT][iw + PL][c] = x[n][c][ih][iw], 0 in the border (HP x WP pixels of C floats) */
+static void pad_nhwc(const float *x, const int *rg, float *xp) {
+    const int C = rg[R_C], H = rg[R_H], W = rg[R_W], PT = rg[R_PT], PL = rg[R_PL], HP = rg[R_HP], WP = rg[R_WP];
+    const long sn = rg[R_SN], sc = rg[R_SC], sh = rg[R_SH], sw = rg[R_SW], rows = (long)rg[R_N] * HP;
+    #pragma omp parallel for schedule(static)
+    for (long r = 0; r < rows; r++) {
+        const long n = r / HP;
+        const int ih = (int)(r % HP) - PT;
+        float *o = xp + r * WP * C;
+        if (ih < 0 || ih >= H) {
+            memset(o, 0, sizeof(float) * (size_t)WP * C);
+            continue;
+        }
+        memset(o, 0, sizeof(float) * (size_t)PL * C);
+        const float *xr = x + n * sn + (long)ih * sh;
+        float *oi = o + (long)PL * C;
+        for (int iw = 0; iw < W; iw++)
+            for (int c = 0; c < C; c++) oi[(long)iw * C + c] = xr[iw * sw + c * sc];
+        memset(o + (long)(PL + W) * C, 0, sizeof(float) * (size_t)(WP - PL - W) * C);
+    }
+}
+
+/* A convolution over few channels whose kernel rows are contiguous (dilation 1 along W) on the
+ * zero-bordered NHWC copy xp: in NHWC one kernel row of an output pixel is KW*C consecutive floats,
+ * so g describes a KH x 1 convolution over "pixels" of KW*C channels, CS = C floats apart, with no
+ * padding (the caller's geometry; its weights packed as [K][KW*C][KH][1]). */
+void tk_conv_rows_nhwc(const float *x, const int *rg, float *xp, const float *wp, const float *bias,
+                       const float *z, float *y, const float *zero, const int *g, const int *pix, int cb, int kg,
+                       int act, float lo, float hi) {
+    pad_nhwc(x, rg, xp);
+    tk_conv_nhwc(xp, wp, bias, z, y, zero, g, pix, cb, kg, act, lo, hi);
+}
+
 /* the chain executor's entry (chain.c): the arguments as one int64 array, floats as their bits */
 static float tk_bits_f32(int64_t v) {
     uint32_t u = (uint32_t)v;
@@ -318,4 +354,10 @@ void tk_conv_im2col_nhwc_packed(const int64_t *a) {
     tk_conv_im2col_nhwc((const float *)a[0], (const int *)a[1], (float *)a[2], (const float *)a[3], (const float *)a[4],
                         (const float *)a[5], (float *)a[6], (const float *)a[7], (const int *)a[8], (const int *)a[9],
                         (int)a[10], (int)a[11], (int)a[12], tk_bits_f32(a[13]), tk_bits_f32(a[14]));
+}
+
+void tk_conv_rows_nhwc_packed(const int64_t *a) {
+    tk_conv_rows_nhwc((const float *)a[0], (const int *)a[1], (float *)a[2], (const float *)a[3], (const float *)a[4],
+                      (const float *)a[5], (float *)a[6], (const float *)a[7], (const int *)a[8], (const int *)a[9],
+                      (int)a[10], (int)a[11], (int)a[12], tk_bits_f32(a[13]), tk_bits_f32(a[14]));
 }

@@ -162,3 +162,35 @@ def test_im2col_matches_float64_convolution(n: int, c: int, h: int, w: int, k: i
     z = torch.from_numpy(rng.standard_normal(tuple(want.shape)).astype(np.float32)).contiguous(memory_format=CL)
     y = conv(x, z.clone(memory_format=CL))
     assert torch.allclose(y.double(), _ref(x, wt, bias, s, pads, d, z, "Relu", []), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("n", "c", "h", "w", "k", "r", "s", "pads", "dh"), [
+    (3, 3, 30, 30, 64, 7, 2, (3, 3, 3, 3), 1),  # a stem: many tiles
+    (1, 3, 17, 19, 20, 3, 1, (1, 1, 1, 1), 1),  # K not a multiple of 16
+    (1, 5, 9, 8, 16, 3, 2, (0, 1, 2, 1), 2),  # dilation along H, asymmetric pads; few tiles
+    (2, 1, 6, 7, 3, 5, 1, (2, 0, 2, 3), 1),  # one channel; pads wider than a side
+])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_rows_matches_float64_convolution(n: int, c: int, h: int, w: int, k: int, r: int, s: int,
+                                          pads: tuple[int, ...], dh: int, layout: str) -> None:
+    rng = np.random.default_rng(c * k + h + 1)
+    wt = (rng.standard_normal((k, c, r, r)) / np.sqrt(c * r * r)).astype(np.float32)
+    bias = rng.standard_normal(k).astype(np.float32)
+    x = torch.from_numpy(rng.standard_normal((n, c, h, w)).astype(np.float32))
+    x = x.contiguous(memory_format=CL) if layout == "nhwc" else x
+    conv = directconv.RowsConv(wt, bias, [s, s], list(pads), [dh, 1], "Relu", [])
+    ref = torch.nn.functional.conv2d(F.pad(x.double(), (pads[1], pads[3], pads[0], pads[2])),
+                                     torch.from_numpy(wt).double(), torch.from_numpy(bias).double(), s, 0, (dh, 1))
+    want = torch.relu(ref)
+    for _ in range(2):  # the cached layout
+        y = conv(x)
+        assert y.shape == want.shape and y.is_contiguous(memory_format=CL)
+        assert torch.allclose(y.double(), want, rtol=1e-5, atol=1e-5)
+    z = torch.from_numpy(rng.standard_normal(tuple(want.shape)).astype(np.float32)).contiguous(memory_format=CL)
+    y = conv(x, z.clone(memory_format=CL))
+    assert torch.allclose(y.double(), torch.relu(ref + z.double()), rtol=1e-5, atol=1e-5)
+
+
+def test_rows_needs_unit_width_dilation() -> None:
+    with pytest.raises(ValueError, match="dilation 1 along the width"):
+        directconv.RowsConv(np.zeros((4, 3, 3, 3), np.float32), None, [1, 1], [0] * 4, [1, 2], "Relu", [])
