@@ -51,10 +51,13 @@ def test_matches_direct_convolution(n: int, c: int, k: int, h: int, w: int, pads
         memory_format=torch.channels_last)
     ho, wo = h + pads[0] + pads[2] - r + 1, w + pads[1] + pads[3] - r + 1
     z = torch.from_numpy(rng.standard_normal((n, k, ho, wo)).astype(np.float32))
-    small = 36 * 4 * max(c, k) * 8  # 8 tiles per chunk: several chunks and a partial last one
-    for conv, zz in [(winograd.Winograd(wt, bias, pads, act, params), None),
-                     (winograd.Winograd(wt, bias, pads, act, params), z),
-                     (winograd.Winograd(wt, bias, pads, act, params, chunk_bytes=small), z)]:
+    per_tile = 36 * 4 * (c + (k + 15) // 16 * 16)  # a group's V and M per tile
+    convs = [(winograd.Winograd(wt, bias, pads, act, params), None),
+             (winograd.Winograd(wt, bias, pads, act, params), z),
+             (winograd.Winograd(wt, bias, pads, act, params, group_bytes=per_tile * 8), z),  # groups of 6
+             (winograd.Winograd(wt, bias, pads, act, params, group_bytes=per_tile * 4), z)]  # of 4: partial tiles
+    assert [conv.group for conv, _ in convs[2:]] == [6, 4]
+    for conv, zz in convs:
         y = conv(x, zz)
         ref = _reference(x, wt, bias, pads, zz, act, params)
         scale = _reference(x, wt, bias, pads, zz, "", []).abs().max().item()  # before the activation clips it
