@@ -118,6 +118,25 @@ def test_fp32_direct_convs_and_pool_run_as_one_chain() -> None:
         assert len(p.escapes) == 1 and 0 < p.arena <= 16 * 10 * 10 * 4 * 2
 
 
+def test_winograd_runs_inside_the_chain() -> None:
+    """Winograd on the two 3x3 convolutions after the first: their calls and work buffers are part
+    of the plans (a constant passed as a tensor would split the chain around them)."""
+    from tensorkiln.backends.cpu.native import winograd
+
+    if not winograd.available():
+        pytest.skip("native Winograd kernels unavailable here")
+    e = tensorkiln.build(_model(), opt_level=0)
+    convs = [nd for nd in e.graph.nodes if nd.op_type == "FusedConv"]
+    for nd, tactic in zip(convs, ["direct-nhwc", "winograd-f43", "winograd-f43", "direct-nhwc"]):
+        nd.attrs["tactic"] = tactic
+    e._lower()
+    (c,) = _chains(e)
+    _check_engine(e, tensorkiln.build(_model(), optimize=False))
+    # as with every conv on direct-nhwc: the first reads the NCHW feed (a copy first, from Python),
+    # the other four are one plan per batch size
+    assert [p.n for p in _plans(c)] == [4, 4]
+
+
 def test_int8_chain_matches_stepwise_bit_for_bit() -> None:
     calib = [_feed(1, seed=s) for s in range(4)]
     e = tensorkiln.build(_model(), precision="int8", calibration_data=calib)
