@@ -319,8 +319,8 @@ def _direct_kernel(node: Node, w_np: Any, b_np: Any, act: Act | None, generic: C
 # (aten-nchw v2: timed with the reorder to NHWC that its consumers in the channels-last region pay)
 # (direct-nhwc v5, native-gemv v2: timed as their native call alone, as they run inside chains;
 #  direct-nhwc v6, im2col-nhwc v2: tap pointers once per tile)
-# (winograd-f43/f25 v2: one native call, groups of tiles through L2, inside chains)
-CONV_TACTICS = {"onednn-nhwc": 1, "aten-nhwc": 1, "aten-nchw": 2, "winograd-f43": 2, "winograd-f25": 2,
+# (winograd-f43/f25 v3: one native call, groups of tiles through L2 or output channels split, in chains)
+CONV_TACTICS = {"onednn-nhwc": 1, "aten-nhwc": 1, "aten-nchw": 2, "winograd-f43": 3, "winograd-f25": 3,
                 "gemm-1x1": 1, "direct-nhwc": 6, "im2col-nhwc": 2, "rows-nhwc": 1}
 NATIVE_CONV_TACTICS = ("direct-nhwc", "im2col-nhwc", "rows-nhwc")  # directconv.c
 GEMM_TACTICS = {"aten-linear": 1, "onednn-linear": 1, "native-gemv": 2}

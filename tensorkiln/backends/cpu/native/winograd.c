@@ -33,7 +33,7 @@
 /* geometry: input N x H x W (pixel stride CS floats, C channels read), K outputs, pads, output
  * size, tile grid, tile step (4: F(4x4,3x3), 2: F(2x2,5x5)), tiles per group, threads the work
  * buffer was sized for */
-enum { W_N, W_H, W_W, W_C, W_CS, W_K, W_PT, W_PL, W_HO, W_WO, W_TH, W_TW, W_STEP, W_G, W_NT, W_NG };
+enum { W_N, W_H, W_W, W_C, W_CS, W_K, W_PT, W_PL, W_HO, W_WO, W_TH, W_TW, W_STEP, W_G, W_NT, W_KSPLIT, W_NG };
 
 /* V[i*6+j][tt][c] (plane floats between the 36 matrices, rows C apart) for tiles t0 .. t0+T-1 */
 static void input_tiles(const float *x, const int *g, long t0, int T, float *V, long plane) {
@@ -107,17 +107,18 @@ static inline void emit(float *o, float *dst, const float *zz, int kb, int act, 
     }
 }
 
-/* F(4x4, 3x3) output transform of tiles t0 .. t0+T-1 from M[i*6+j][tt][k] (rows ldm apart) */
+/* F(4x4, 3x3) output transform of tiles t0 .. t0+T-1, channels klo .. khi-1, from M[i*6+j][tt][k]
+ * (rows ldm apart) */
 static void output43(const float *M, const int *g, long t0, int T, long plane, int ldm, const float *bias,
-                     const float *z, int act, float lo, float hi, float *y) {
+                     const float *z, int act, float lo, float hi, float *y, int klo, int khi) {
     const int Ho = g[W_HO], Wo = g[W_WO], K = g[W_K], tH = g[W_TH], tW = g[W_TW];
     for (int tt = 0; tt < T; tt++) {
         long t = t0 + tt;
         int n = (int)(t / ((long)tH * tW));
         int r = (int)(t % ((long)tH * tW));
         int y0 = (r / tW) * 4, x0 = (r % tW) * 4;
-        for (int k0 = 0; k0 < K; k0 += CB) {
-            int kb = K - k0 < CB ? K - k0 : CB;
+        for (int k0 = klo; k0 < khi; k0 += CB) {
+            int kb = khi - k0 < CB ? khi - k0 : CB;
             float w[4][6][CB];
             /* w = A^T m (over rows) */
             for (int j = 0; j < 6; j++) {
@@ -159,15 +160,15 @@ static void output43(const float *M, const int *g, long t0, int T, long plane, i
 
 /* F(2x2, 5x5): A^T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1]]; arguments as output43 */
 static void output25(const float *M, const int *g, long t0, int T, long plane, int ldm, const float *bias,
-                     const float *z, int act, float lo, float hi, float *y) {
+                     const float *z, int act, float lo, float hi, float *y, int klo, int khi) {
     const int Ho = g[W_HO], Wo = g[W_WO], K = g[W_K], tH = g[W_TH], tW = g[W_TW];
     for (int tt = 0; tt < T; tt++) {
         long t = t0 + tt;
         int n = (int)(t / ((long)tH * tW));
         int r = (int)(t % ((long)tH * tW));
         int y0 = (r / tW) * 2, x0 = (r % tW) * 2;
-        for (int k0 = 0; k0 < K; k0 += CB) {
-            int kb = K - k0 < CB ? K - k0 : CB;
+        for (int k0 = klo; k0 < khi; k0 += CB) {
+            int kb = khi - k0 < CB ? khi - k0 : CB;
             float w[2][6][CB];
             for (int j = 0; j < 6; j++) {
                 const float *m = M + (long)j * plane + (long)tt * ldm + k0;
@@ -228,13 +229,14 @@ static inline __attribute__((always_inline)) void mm_tile(const float *a, int ld
 #undef OUT
 }
 
-/* M[i] = V[i] x U[i] for the T (<= G) tiles of a group, every i and output block */
-static void products(const float *V, const float *up, float *M, int T, int C, int Kp, long vplane, long mplane) {
+/* M[i] = V[i] x U[i] for T tiles, every i, output blocks kb0 .. kb1-1 */
+static void products(const float *V, const float *up, float *M, int T, int C, int Kp, long vplane, long mplane,
+                     int kb0, int kb1) {
     const int KB = Kp / OB;
     for (int i = 0; i < 36; i++) {
         const float *v = V + i * vplane;
         float *m = M + i * mplane;
-        for (int kb = 0; kb < KB; kb++) {
+        for (int kb = kb0; kb < kb1; kb++) {
             const float *b = up + ((long)i * KB + kb) * C * OB;
             for (int r0 = 0; r0 < T; r0 += MR) {
                 const float *a = v + (long)r0 * C;
@@ -252,14 +254,48 @@ static void products(const float *V, const float *up, float *M, int T, int C, in
     }
 }
 
-/* The convolution (geometry g, W_* above). bias: Kp floats. work: g[W_NT] x 36 G (C + Kp) floats.
- * act: 0 none, 1 relu, 2 clip(lo, hi) */
+static void output(const float *M, const int *g, long t0, int T, long plane, int ldm, const float *bias,
+                   const float *z, int act, float lo, float hi, float *y, int klo, int khi) {
+    if (g[W_STEP] == 4)
+        output43(M, g, t0, T, plane, ldm, bias, z, act, lo, hi, y, klo, khi);
+    else
+        output25(M, g, t0, T, plane, ldm, bias, z, act, lo, hi, y, klo, khi);
+}
+
+/* Few tiles (deep layers at batch 1), g[W_KSPLIT]: every tile in one V and M (work: 36 T (C + Kp)
+ * floats, shared): the threads transform their share of the tiles, then each multiplies all tiles
+ * by its share of the output blocks and transforms those channels back. U is read once per call
+ * (in groups of tiles per thread it would be read once per group). */
+static void run_ksplit(const float *x, const float *up, const float *bias, const float *z, float *y, float *work,
+                       const int *g, int act, float lo, float hi, long T, int nt) {
+    const int C = g[W_C], K = g[W_K], Kp = (K + OB - 1) / OB * OB, KB = Kp / OB;
+    const long vplane = T * C, mplane = T * Kp;
+    float *V = work, *M = work + 36 * vplane;
+    #pragma omp parallel num_threads(nt)
+    {
+        const int n = omp_get_num_threads(), id = omp_get_thread_num();
+        const long ta = T * id / n, tb = T * (id + 1) / n;
+        input_tiles(x, g, ta, (int)(tb - ta), V + ta * C, vplane);
+        #pragma omp barrier
+        const int kb0 = KB * id / n, kb1 = KB * (id + 1) / n;
+        products(V, up, M, (int)T, C, Kp, vplane, mplane, kb0, kb1);
+        const int klo = kb0 * OB, khi = kb1 * OB < K ? kb1 * OB : K;
+        if (klo < khi) output(M, g, 0, (int)T, mplane, Kp, bias, z, act, lo, hi, y, klo, khi);
+    }
+}
+
+/* The convolution (geometry g, W_* above). bias: Kp floats. work: g[W_NT] x 36 G (C + Kp) floats
+ * (with W_KSPLIT: 36 T (C + Kp)). act: 0 none, 1 relu, 2 clip(lo, hi) */
 void tk_wino_nhwc(const float *x, const float *up, const float *bias, const float *z, float *y, float *work,
                   const int *g, int act, float lo, float hi) {
     const int C = g[W_C], K = g[W_K], G = g[W_G], Kp = (K + OB - 1) / OB * OB;
     const long T = (long)g[W_N] * g[W_TH] * g[W_TW];
     const long vplane = (long)G * C, mplane = (long)G * Kp, per = 36 * (vplane + mplane);
     int nt = g[W_NT] < omp_get_max_threads() ? g[W_NT] : omp_get_max_threads(); /* the work buffer's */
+    if (g[W_KSPLIT]) {
+        run_ksplit(x, up, bias, z, y, work, g, act, lo, hi, T, nt < 1 ? 1 : nt);
+        return;
+    }
     if (T < nt) nt = (int)T;
     if (nt < 1) nt = 1;
     #pragma omp parallel num_threads(nt)
@@ -270,11 +306,8 @@ void tk_wino_nhwc(const float *x, const float *up, const float *bias, const floa
         for (long t0 = ta; t0 < tb; t0 += G) {
             const int cnt = (int)(tb - t0 < G ? tb - t0 : G);
             input_tiles(x, g, t0, cnt, V, vplane);
-            products(V, up, M, cnt, C, Kp, vplane, mplane);
-            if (g[W_STEP] == 4)
-                output43(M, g, t0, cnt, mplane, Kp, bias, z, act, lo, hi, y);
-            else
-                output25(M, g, t0, cnt, mplane, Kp, bias, z, act, lo, hi, y);
+            products(V, up, M, cnt, C, Kp, vplane, mplane, 0, Kp / OB);
+            output(M, g, t0, cnt, mplane, Kp, bias, z, act, lo, hi, y, 0, K);
         }
     }
 }

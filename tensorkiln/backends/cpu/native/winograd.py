@@ -27,6 +27,12 @@ _POINTS = (0.0, 1.0, -1.0, 2.0, -2.0)
 
 ACT_CODES = native.ACT_CODES
 GROUP_BYTES = 192 << 10  # a thread's V and M for one group of tiles: stay in L2 with the weights passing by
+# the threads split the output channels instead of the tiles (winograd.c) where the tiles are few and
+# U is large: measured on 3x3 layers at batch 1 (alone, caches warm / cold): 256 ch at 14x14 (16 tiles,
+# U 9.4 MB) 0.82/1.32 ms vs 1.10/1.58 in groups of tiles; 128->256 (4.7 MB) 0.44/0.64 vs 0.50/0.75;
+# but 112->224 (3.6 MB) 0.44/0.57 vs 0.36/0.46 and 128 ch at 28x28 (49 tiles) 0.58/0.70 vs 0.50/0.60
+KSPLIT_TILES = 64
+KSPLIT_U_BYTES = 4 << 20
 KERNELS = {3: 4, 5: 2}  # kernel size r → output tile m (F(m x m, r x r), tile 6 = m + r - 1)
 OB = 16  # output channels per register tile
 CL = torch.channels_last
@@ -79,7 +85,8 @@ class Winograd:
     """A prepared 3x3 or 5x5 convolution; call with an NHWC (channels_last) float32 tensor."""
 
     def __init__(self, w: np.ndarray, bias: np.ndarray | None, pads: list[int], act: str,
-                 act_params: list[float], group_bytes: int = GROUP_BYTES) -> None:
+                 act_params: list[float], group_bytes: int = GROUP_BYTES, ksplit_tiles: int = KSPLIT_TILES,
+                 ksplit_u_bytes: int = KSPLIT_U_BYTES) -> None:
         lib = library()
         if lib is None:
             raise RuntimeError(native.why_unavailable("winograd"))
@@ -105,6 +112,7 @@ class Winograd:
         g = max(1, group_bytes // per_tile)
         self.group = g // 6 * 6 if g >= 6 else g
         self.threads = max(1, int(lib.tk_wino_threads()))
+        self.ksplit_tiles, self.ksplit_u_bytes = ksplit_tiles, ksplit_u_bytes
         self._layouts: dict[tuple[Any, ...], tuple[torch.Tensor, int, tuple[int, ...], tuple[int, ...]]] = {}
 
     def _layout(self, x: torch.Tensor, cs: int) -> tuple[torch.Tensor, int, tuple[int, ...], tuple[int, ...]]:
@@ -117,10 +125,12 @@ class Winograd:
         if ho < 1 or wo < 1:
             raise ValueError(f"a {self.r}x{self.r} convolution of a {h}x{w} input has no output")
         th, tw = (ho + m - 1) // m, (wo + m - 1) // m
-        kp = self.bias.numel()
-        g = torch.tensor([n, h, w, c, cs, k, self.pt, self.pl, ho, wo, th, tw, m, self.group, self.threads],
-                         dtype=torch.int32)
-        return g, self.threads * 36 * self.group * (c + kp), (n, k, ho, wo), (ho * wo * k, 1, wo * k, k)
+        kp, tiles = self.bias.numel(), n * th * tw
+        ksplit = tiles <= self.ksplit_tiles and self.up.numel() * 4 >= self.ksplit_u_bytes
+        g = torch.tensor([n, h, w, c, cs, k, self.pt, self.pl, ho, wo, th, tw, m, self.group, self.threads,
+                          int(ksplit)], dtype=torch.int32)
+        size = 36 * tiles * (c + kp) if ksplit else self.threads * 36 * self.group * (c + kp)
+        return g, size, (n, k, ho, wo), (ho * wo * k, 1, wo * k, k)
 
     def plan(self, x: torch.Tensor, z: torch.Tensor | None = None) -> NativeCall | None:
         """The call for these inputs (output allocated); None where an input must be copied first."""

@@ -52,11 +52,14 @@ def test_matches_direct_convolution(n: int, c: int, k: int, h: int, w: int, pads
     ho, wo = h + pads[0] + pads[2] - r + 1, w + pads[1] + pads[3] - r + 1
     z = torch.from_numpy(rng.standard_normal((n, k, ho, wo)).astype(np.float32))
     per_tile = 36 * 4 * (c + (k + 15) // 16 * 16)  # a group's V and M per tile
+    # each thread its tiles / its output channels
+    groups, ksplit = {"ksplit_tiles": 0}, {"ksplit_tiles": 10**9, "ksplit_u_bytes": 0}
     convs = [(winograd.Winograd(wt, bias, pads, act, params), None),
-             (winograd.Winograd(wt, bias, pads, act, params), z),
-             (winograd.Winograd(wt, bias, pads, act, params, group_bytes=per_tile * 8), z),  # groups of 6
-             (winograd.Winograd(wt, bias, pads, act, params, group_bytes=per_tile * 4), z)]  # of 4: partial tiles
-    assert [conv.group for conv, _ in convs[2:]] == [6, 4]
+             (winograd.Winograd(wt, bias, pads, act, params, **groups), z),
+             (winograd.Winograd(wt, bias, pads, act, params, **ksplit), z),
+             (winograd.Winograd(wt, bias, pads, act, params, group_bytes=per_tile * 8, **groups), z),  # groups of 6
+             (winograd.Winograd(wt, bias, pads, act, params, group_bytes=per_tile * 4, **groups), z)]  # of 4
+    assert [conv.group for conv, _ in convs[3:]] == [6, 4]
     for conv, zz in convs:
         y = conv(x, zz)
         ref = _reference(x, wt, bias, pads, zz, act, params)
@@ -64,6 +67,8 @@ def test_matches_direct_convolution(n: int, c: int, k: int, h: int, w: int, pads
         assert y.shape == ref.shape and y.is_contiguous(memory_format=torch.channels_last)
         err = (y.double() - ref).abs().max().item()
         assert err <= 2e-5 * max(1.0, scale), f"max error {err} (output scale {scale})"
+    modes = [int(next(iter(conv._layouts.values()))[0][15]) for conv, _ in convs[1:3]]  # the geometry's W_KSPLIT
+    assert modes == [0, 1]
 
 
 def test_no_bias_and_nchw_input() -> None:
