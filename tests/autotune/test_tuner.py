@@ -277,6 +277,29 @@ def test_per_layer_choices_must_win_end_to_end(tmp_path: Path, monkeypatch: pyte
     assert timed == [2, 2]  # a new version of a chosen tactic: the network is timed again
 
 
+def test_whole_network_check_pairs_rounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host's speed drifts between rounds: the per-layer choices ran 0.9x the heuristic set in
+    three rounds of five and fell into slow periods in the other two; the heuristic set's slow
+    rounds were others. Plain medians (27 vs 10 ms) would reject the choices; the median of the
+    per-round ratios (0.9) keeps them."""
+    from tensorkiln.autotune import tuner
+
+    def fake_sweep(program, inputs, registry, todo, rounds, *a):  # type: ignore[no-untyped-def]
+        inc = {i: tuner._default_tactic(program.steps[i].node) for i in todo}
+        return {(i, t): ([1.0] * 6 if t == inc[i] else [0.5] * 6 if t == "aten-nhwc" else [2.0] * 6)
+                for i, tacs in todo.items() for t in tacs}
+
+    def fake_time(progs, inputs, rounds, budget_s=0.0):  # type: ignore[no-untyped-def]
+        assert len(progs) == 2  # heuristic, per-layer choices
+        return [[10.0, 30.0, 30.0, 10.0, 10.0], [9.0, 27.0, 27.0, 27.0, 27.0]]
+
+    monkeypatch.setattr(tuner, "_sweep", fake_sweep)
+    monkeypatch.setattr(tuner, "_time_programs", fake_time)
+    e = tensorkiln.build(conv_model(), timing_cache=str(tmp_path / "t.json"))
+    rec = next(r for r in e.tuning if r["op"] == "tensorkiln::FusedConv")
+    assert rec["chosen"] == "aten-nhwc" and "note" not in rec
+
+
 def test_few_channel_convolutions_default_to_kernel_rows() -> None:
     """A 3-channel 3x3 convolution: the heuristic is rows-nhwc (the direct kernel over kernel rows of a
     zero-bordered NHWC copy); im2col-nhwc is offered too."""
