@@ -44,7 +44,7 @@ def enabled() -> bool:
 
 
 def can_chain(step: Step) -> bool:
-    return len(step.outs) == 1 and callable(getattr(step.kernel, "plan", None))
+    return callable(getattr(step.kernel, "plan", None))
 
 
 def group(steps: list[Step], constants: frozenset[int]) -> list[Step | Chain]:
@@ -142,7 +142,7 @@ class Chain:
         for st in steps:
             with _named(st):
                 t0 = time.perf_counter()
-                env[st.outs[0]] = st.kernel(*[env[i] for i in st.ins])
+                _store(env, st, st.kernel(*[env[i] for i in st.ins]))
                 if prof is not None:
                     prof.append(time.perf_counter() - t0)
             for f in st.frees:
@@ -212,9 +212,8 @@ class Chain:
                     calls.append(call)
                 if prof is not None:
                     prof.append(time.perf_counter() - t0)
-            local[st.outs[0]] = r
-            if isinstance(r, torch.Tensor):
-                alive.append(r)
+            _store(local, st, r)
+            alive += [t for t in (r if isinstance(r, tuple) else (r,)) if isinstance(t, torch.Tensor)]
         outs = {s: local[s] for s in self.out_slots}
         for s in self.out_slots:
             env[s] = outs[s]
@@ -228,7 +227,8 @@ class Chain:
 
     @staticmethod
     def _record(call: native_chain.NativeCall, j: int, bufs: list[_Buf], by_storage: dict[int, int]) -> bool:
-        made = {t.untyped_storage().data_ptr(): t for t in (call.out, *call.scratch)}  # new per-run buffers
+        outs = call.out if isinstance(call.out, tuple) else (call.out,)
+        made = {t.untyped_storage().data_ptr(): t for t in (*outs, *call.scratch)}  # new per-run buffers
         for a in call.args:
             if not isinstance(a, torch.Tensor):
                 continue
@@ -310,6 +310,15 @@ class Chain:
 
 
 _MISSING: Any = object()
+
+
+def _store(env: Any, st: Step, r: Any) -> None:
+    """A step's result into its output slots (a tuple for a step with several outputs)."""
+    if len(st.outs) == 1:
+        env[st.outs[0]] = r
+    else:
+        for s, t in zip(st.outs, r):
+            env[s] = t
 
 
 @contextlib.contextmanager

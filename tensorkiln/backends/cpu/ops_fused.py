@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from tensorkiln.backends.cpu.base import BuildContext, Factory, Kernel, const_input, torch_const, unsupported
+from tensorkiln.backends.cpu.native.chain import NativeCall
 from tensorkiln.ir import Node
 
 # activation name → (python function, oneDNN post-op name, oneDNN scalars, oneDNN algorithm)
@@ -595,6 +596,11 @@ def split_channels(node: Node, ctx: BuildContext) -> Kernel:
     def kernel(y: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return torch.split(y, sizes, dim=1)  # views, no copies
 
+    def plan(y: torch.Tensor) -> NativeCall:
+        """Views, no call: chains run through the split (the direct kernels read channel slices)."""
+        return NativeCall(kernel(y), None, [])
+
+    kernel.plan = plan  # type: ignore[attr-defined]
     return kernel
 
 

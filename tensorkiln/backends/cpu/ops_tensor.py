@@ -226,6 +226,15 @@ def _concat(node: Node, ctx: Any) -> Kernel:
         parts = [x for x in xs if x.dim() == r or x.numel() > 0]
         return torch.cat(parts, dim=norm_axis(axis, r))
 
+    def plan(*xs: torch.Tensor) -> NativeCall | None:
+        """Channels of channels-last tensors: one native call (chains run through it)."""
+        if len(xs) < 2 or any(x.dim() != 4 for x in xs) or norm_axis(axis, 4) != 1:
+            return None
+        from tensorkiln.backends.cpu.native.concat import concat_channels_plan
+
+        return concat_channels_plan(xs)
+
+    k.plan = plan  # type: ignore[attr-defined]
     return k
 
 

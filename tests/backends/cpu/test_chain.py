@@ -137,6 +137,42 @@ def test_winograd_runs_inside_the_chain() -> None:
     assert [p.n for p in _plans(c)] == [4, 4]
 
 
+def _inception() -> onnx.ModelProto:
+    """x -> conv3x3+relu = a; two 1x1 convs of a (merged into one conv + SplitChannels), a 3x3 conv
+    after the second, a max pool of a; Concat(1x1, 3x3, pool) along channels = y."""
+    rng = np.random.default_rng(5)
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32)
+
+    inits = [numpy_helper.from_array(w(16, 16, 3, 3), "W0"), numpy_helper.from_array(w(8, 16, 1, 1), "W1"),
+             numpy_helper.from_array(w(12, 16, 1, 1), "W2"), numpy_helper.from_array(w(20, 12, 3, 3), "W3")]
+    nodes = [helper.make_node("Conv", ["x", "W0"], ["a0"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["a0"], ["a"]),
+             helper.make_node("Conv", ["a", "W1"], ["b0"]), helper.make_node("Relu", ["b0"], ["b"]),
+             helper.make_node("Conv", ["a", "W2"], ["c0"]), helper.make_node("Relu", ["c0"], ["c"]),
+             helper.make_node("Conv", ["c", "W3"], ["d0"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["d0"], ["d"]),
+             helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["b", "d", "p"], ["y"], axis=1)]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16, 10, 10])
+    g = helper.make_graph(nodes, "inception", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_channel_split_and_concat_run_inside_the_chain() -> None:
+    """The merged 1x1 convolution's SplitChannels (views, no call) and the Concat (one native copy)
+    keep the inception block one chain: every step after the first (which reads the NCHW feed)
+    is in the plan, and the results are those of the steps run one by one."""
+    e = tensorkiln.build(_inception(), opt_level=0)
+    ops = [s.node.op_type for s in e._program.steps]
+    assert "SplitChannels" in ops and "Concat" in ops
+    (c,) = _chains(e)
+    assert len(c.steps) == len(ops)
+    _check_engine(e, tensorkiln.build(_inception(), optimize=False))
+    calls = len(ops) - 2  # the first step runs from Python; the split is a view
+    assert [p.n for p in _plans(c)] == [calls, calls]
+    assert all(p.calls.count(-1) == 1 for p in _plans(c))
+
+
 def test_int8_chain_matches_stepwise_bit_for_bit() -> None:
     calib = [_feed(1, seed=s) for s in range(4)]
     e = tensorkiln.build(_model(), precision="int8", calibration_data=calib)

@@ -27,9 +27,10 @@ _INTS = (ctypes.c_int, ctypes.c_long, ctypes.c_int64, ctypes.c_int32, ctypes.c_l
 class NativeCall(NamedTuple):
     """What a kernel returns from its ``plan``: the output tensor it allocated (or the residual it
     writes in place), the ctypes function and that function's arguments (and the work buffers it
-    allocated for the call). ``fn`` None: no call, the output is a view of an input (Flatten)."""
+    allocated for the call). ``fn`` None: no call, the output is a view of an input (Flatten), or
+    a tuple of views for a step with several outputs (a channel split)."""
 
-    out: torch.Tensor
+    out: Any  # torch.Tensor, or a tuple of them (views)
     fn: Any
     args: list[Any]
     scratch: tuple[torch.Tensor, ...] = ()  # per-call work buffers among the arguments
