@@ -119,6 +119,11 @@ class DynamicBatcher:
     def queued(self) -> int:
         return sum(self._counts)
 
+    def full(self) -> bool:
+        """Every priority level's queue is at its maximum size: any request would be rejected."""
+        pol = self.policy
+        return all(0 < pol.policy(lv).max_queue_size <= self._counts[lv - 1] for lv in range(1, pol.levels + 1))
+
     def submit(self, request: Any, rows: int, key: Hashable, priority: int = 0, timeout_us: int = 0) -> Pending:
         """Queue a request (on the loop thread); await ``pending.future`` for its outputs."""
         if self._closing:

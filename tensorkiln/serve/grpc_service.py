@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -166,6 +167,7 @@ class InferenceServicer(pbg.GRPCInferenceServiceServicer):
 
     async def _infer(self, request: Any) -> Any:
         model = self.core.model(request.model_name, request.model_version)
+        model.reject_if_full(time.perf_counter_ns())  # before decoding the tensors
         req = decode_request(request, model)
         outputs = await self.core.infer(model, req)
         return encode_response(model, req, outputs)

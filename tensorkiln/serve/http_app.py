@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -95,8 +96,10 @@ def make_app(core: ServerCore) -> Starlette:
         return _json(core.statistics(request.path_params.get("model", ""), version_of(request)))
 
     async def infer(request: Request) -> Response:
+        t0 = time.perf_counter_ns()
         model = core.model(request.path_params["model"], version_of(request))
         body = await read_body(request)
+        model.reject_if_full(t0)  # before decoding the body
         req, opts = codec_http.parse_infer(body, request.headers.get("inference-header-content-length"), model)
         outputs = await core.infer(model, req)
         payload, header_len = codec_http.encode_response(model, req, opts, outputs)

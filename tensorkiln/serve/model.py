@@ -18,7 +18,7 @@ from tensorkiln.serve import config as cfgmod
 from tensorkiln.serve import dtypes
 from tensorkiln.serve.batcher import BatchPolicy, DynamicBatcher, Pending, QueuePolicy
 from tensorkiln.serve.stats import Metrics, ModelStats
-from tensorkiln.serve.status import Internal, InvalidArgument, ServeError
+from tensorkiln.serve.status import Internal, InvalidArgument, ServeError, Unavailable
 
 log = logging.getLogger("tensorkiln.serve")
 
@@ -201,6 +201,14 @@ class ServedModel:
                     raise InvalidArgument(f"unexpected inference output '{n}' for {where}; its outputs are "
                                           f"{self.output_names}")
         return rows or 1, tuple(key)
+
+    def reject_if_full(self, t0_ns: int) -> None:
+        """Raise Unavailable (counted as a failed request, timed from ``t0_ns``) when every queue is
+        full, before the request body is decoded: a rejection costs no decoding."""
+        if self.batcher is not None and self.batcher.full():
+            e = Unavailable("Exceeds maximum queue size")
+            self.stats.failure(time.perf_counter_ns() - t0_ns, e.reason)
+            raise e
 
     async def infer(self, req: InferRequest) -> dict[str, np.ndarray]:
         t0 = time.perf_counter_ns()

@@ -124,13 +124,35 @@ def test_max_queue_size_rejects_at_once():
         b = make(BatchPolicy(enabled=True, max_rows=1, default_policy=QueuePolicy(max_queue_size=2)), m)
         running = b.submit("run", 1, ())
         await asyncio.sleep(0.02)
-        q = [b.submit(k, 1, ()) for k in range(2)]
+        q = [b.submit(0, 1, ())]
+        assert not b.full()
+        q.append(b.submit(1, 1, ()))
+        assert b.full()  # the front ends reject before decoding a request
         t0 = time.monotonic()
         with pytest.raises(Unavailable, match="queue size"):
             b.submit("over", 1, ())
         assert time.monotonic() - t0 < 0.05
         res = await gather([running, *q])
         assert all(isinstance(r, tuple) for r in res)
+    run(main())
+
+
+def test_full_only_when_every_priority_level_is():
+    async def main():
+        m = FakeModel(exec_s=0.2)
+        pol = BatchPolicy(enabled=True, max_rows=1, levels=2, default_level=2,
+                          default_policy=QueuePolicy(max_queue_size=1))
+        b = make(pol, m)
+        running = b.submit("run", 1, ())
+        await asyncio.sleep(0.02)
+        low = b.submit("low", 1, ())  # level 2 is full, level 1 has room
+        assert not b.full()
+        high = b.submit("high", 1, (), priority=1)
+        assert b.full()
+        await gather([running, low, high])
+        assert not b.full()
+        unbounded = make(BatchPolicy(enabled=True, max_rows=1), m)
+        assert not unbounded.full()
     run(main())
 
 
