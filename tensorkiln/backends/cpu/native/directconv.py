@@ -274,11 +274,7 @@ class Im2ColConv:
         return NativeCall(call.out, self.lib.tk_conv_im2col_nhwc, [x, ig.data_ptr(), col, *call.args[1:]], (col,))
 
     def __call__(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        call = self.plan(x.float(), z) or self.plan(x.float().contiguous(), None if z is None else
-                                                    z.float().contiguous(memory_format=CL))
-        if call is None:
-            raise InternalError("the im2col convolution cannot run on contiguous float32 copies")
-        return native_chain.run(call)
+        return _run_or_copy(self.plan, x, z, "im2col")
 
 
 class RowsConv:
@@ -344,8 +340,14 @@ class RowsConv:
                            pix.data_ptr(), inner.cb, inner.kg, inner.act, inner.lo, inner.hi], (xp,))
 
     def __call__(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        call = self.plan(x.float(), z) or self.plan(x.float().contiguous(), None if z is None else
-                                                    z.float().contiguous(memory_format=CL))
-        if call is None:
-            raise InternalError("the kernel-row convolution cannot run on contiguous float32 copies")
-        return native_chain.run(call)
+        return _run_or_copy(self.plan, x, z, "kernel-row")
+
+
+def _run_or_copy(plan: Any, x: torch.Tensor, z: torch.Tensor | None, what: str) -> torch.Tensor:
+    """Run ``plan``'s call on float32 ``x`` (any strides), else on contiguous float32 copies (and a
+    channels-last copy of the residual)."""
+    call = plan(x.float(), z) or plan(x.float().contiguous(), None if z is None else
+                                      z.float().contiguous(memory_format=CL))
+    if call is None:
+        raise InternalError(f"the {what} convolution cannot run on contiguous float32 copies")
+    return native_chain.run(call)
