@@ -131,7 +131,9 @@ class ConvGeometry:
                               self.pt, self.pl, ho, wo, cs, *self._extra_geometry()], dtype=torch.int32)
             got = (g, pixel_table(n, ho, wo, (self.sh, self.sw), self.pt, self.pl), (n, self.k, ho, wo),
                    (ho * wo * self.k, 1, wo * self.k, self.k))
-            self._geom[(n, h, w, cs)] = got
+            # setdefault: two threads may both compute it; every caller must get the stored tensors
+            # (their addresses go into kernel calls and chain plans, which outlive this call)
+            got = self._geom.setdefault((n, h, w, cs), got)
         return got
 
 
@@ -264,8 +266,7 @@ class Im2ColConv:
         got = self._layouts.get(key)
         if got is None:
             got = im2col_geometry(x, self.c, (self.kh, self.kw), self.strides, self.dilations, self.pads, self.cp)
-            if len(self._layouts) < 16:
-                self._layouts[key] = got
+            got = self._layouts.setdefault(key, got)  # kept: its address goes into the call (see _shape)
         ig, shape = got
         col = torch.empty(shape, memory_format=CL)
         call = self.inner.plan(col[:, :self.taps], z)  # the 1x1 kernel reads taps floats of each row
@@ -327,8 +328,7 @@ class RowsConv:
         got = self._layouts.get(key)
         if got is None:
             got = self._layout(x)
-            if len(self._layouts) < 16:
-                self._layouts[key] = got
+            got = self._layouts.setdefault(key, got)  # kept: their addresses go into the call (see _shape)
         rg, g, pix, size, shape, strides = got
         y = self.inner.output(shape, strides, z)
         if y is None:

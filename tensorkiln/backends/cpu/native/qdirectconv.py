@@ -220,9 +220,7 @@ class QIm2ColConv:
             ig, shape = im2col_geometry(x, self.c, (self.kh, self.kw), self.strides, self.dilations, self.pads,
                                         self.inner.c4)
             lay = self.inner._layout(torch.empty(shape, dtype=torch.uint8, memory_format=CL), padded=True)
-            got = (ig, shape, lay)
-            if len(self._layouts) < 16:
-                self._layouts[key] = got
+            got = self._layouts.setdefault(key, (ig, shape, lay))  # kept: ig's address goes into the call
         return got
 
     def plan(self, x: torch.Tensor, z: torch.Tensor | None = None) -> NativeCall | None:

@@ -12,6 +12,7 @@ finite points q, plus (0, …, 0, 1) for ∞.
 from __future__ import annotations
 
 import ctypes
+import os
 from typing import Any
 
 import numpy as np
@@ -111,7 +112,9 @@ class Winograd:
         per_tile = 36 * 4 * (self.c + kp)
         g = max(1, group_bytes // per_tile)
         self.group = g // 6 * 6 if g >= 6 else g
-        self.threads = max(1, int(lib.tk_wino_threads()))
+        # the work buffer holds a group per thread: sized for every core (a context may run with more
+        # threads than the one that built the engine; the kernel never uses more than it was sized for)
+        self.threads = max(1, int(lib.tk_wino_threads()), min(64, os.cpu_count() or 1))
         self.ksplit_tiles, self.ksplit_u_bytes = ksplit_tiles, ksplit_u_bytes
         self._layouts: dict[tuple[Any, ...], tuple[torch.Tensor, int, tuple[int, ...], tuple[int, ...]]] = {}
 
@@ -143,8 +146,9 @@ class Winograd:
         got = self._layouts.get(key)
         if got is None:
             got = self._layout(x, cs)
-            if len(self._layouts) < 16:
-                self._layouts[key] = got
+            # kept (setdefault: a concurrent first call gets the same one): g's address goes into the
+            # call and into chain plans, which outlive this call
+            got = self._layouts.setdefault(key, got)
         g, size, shape, strides = got
         if z is not None:
             if tuple(z.shape) != shape:

@@ -194,3 +194,37 @@ def test_rows_matches_float64_convolution(n: int, c: int, h: int, w: int, k: int
 def test_rows_needs_unit_width_dilation() -> None:
     with pytest.raises(ValueError, match="dilation 1 along the width"):
         directconv.RowsConv(np.zeros((4, 3, 3, 3), np.float32), None, [1, 1], [0] * 4, [1, 2], "Relu", [])
+
+
+def test_concurrent_first_calls_keep_the_geometry_they_use() -> None:
+    """Threads making a kernel's first calls at once: each must use the geometry tensors the kernel
+    keeps (their addresses go into the call and into chain plans). A second thread's copy replacing
+    the first one's in the cache freed tensors still in use (seen: a crash, and wrong results from
+    an engine run by two streams)."""
+    import threading
+
+    rng = np.random.default_rng(9)
+    wt = (rng.standard_normal((16, 3, 3, 3)) / 5).astype(np.float32)
+    bias = rng.standard_normal(16).astype(np.float32)
+    x = torch.from_numpy(rng.standard_normal((2, 3, 12, 12)).astype(np.float32))
+    want = _ref(x, wt, bias, 1, (1, 1, 1, 1), 1, None, "Relu", [])
+    for _ in range(20):
+        convs = [directconv.DirectConv(wt, bias, [1, 1], [1, 1, 1, 1], [1, 1], "Relu", []),
+                 directconv.RowsConv(wt, bias, [1, 1], [1, 1, 1, 1], [1, 1], "Relu", [])]
+        xs = [x.contiguous(memory_format=CL), x]
+        barrier = threading.Barrier(4)
+        got: list[torch.Tensor] = []
+
+        def work(conv: object, xi: torch.Tensor, barrier: threading.Barrier, got: list[torch.Tensor]) -> None:
+            barrier.wait()
+            got.append(conv(xi))  # type: ignore[operator]
+
+        threads = [threading.Thread(target=work, args=(c, xi, barrier, got)) for c, xi in zip(convs * 2, xs * 2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(got) == 4 and all(torch.allclose(y.double(), want, rtol=1e-5, atol=1e-5) for y in got)
+        kept = {int(g.data_ptr()) for g, _, _, _ in convs[0]._geom.values()}
+        assert all(lay[1] in kept for lay in convs[0]._layouts.values())
+        assert len(convs[1]._layouts) == 1
